@@ -1,0 +1,31 @@
+# Two commands do everything: `make lab` to study, `make test` to check the whole course.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: lab test install data unit notebooks clean-outputs
+
+lab: data                     ## open JupyterLab on the notebooks
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: data                    ## unit tests + every notebook in fast mode
+	COURSE_FAST=1 $(PY) -m pytest
+
+install: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --quiet -e .
+	touch $(STAMP)
+
+data: install                 ## Fashion-MNIST into data/ (offline copy or download)
+	$(PY) -m helpers prepare fashion-mnist
+
+unit: data                    ## only the unit tests
+	COURSE_FAST=1 $(PY) -m pytest tests
+
+notebooks: data               ## only the notebooks (nbval, fast mode)
+	COURSE_FAST=1 $(PY) -m pytest notebooks
+
+clean-outputs: install        ## re-run notebooks, keep only the outputs of NBVAL_CHECK_OUTPUT cells
+	COURSE_FAST=1 $(PY) tests/checked_outputs.py notebooks/*.ipynb

@@ -1,0 +1,62 @@
+"""Where the course runs: fast mode, the data folder, seeding and the device.
+
+Fast mode (``COURSE_FAST=1``, set by ``make test``) shrinks data and epochs so that every
+notebook runs in about a minute on two CPU cores. It is read once, here, when helpers is
+imported; notebooks use ``FAST`` and print :func:`summary` so the reader sees which mode is on.
+"""
+import logging
+import os
+import platform
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# The pinned torch is a CUDA build (the only one that pairs with torchvision here). On a machine
+# without a GPU, importing torch.utils.benchmark makes it log "No CUDA runtime is found": expected
+# and harmless, so it is not shown to readers.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+FAST = os.environ.get("COURSE_FAST", "0").strip().lower() not in ("", "0", "false", "no")
+
+# Everything the course writes (datasets, cached models, exports) goes under data/.
+DATA_DIR = Path(os.environ.get("COURSE_DATA", Path(__file__).resolve().parent.parent / "data"))
+
+
+def set_seed(seed=0):
+    """Seed Python, NumPy and PyTorch so that a run can be repeated exactly."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def device():
+    """The GPU when there is one, else the CPU: notebooks run unchanged on both."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_flags():
+    """The vector instruction sets this CPU has that matter for speed (AVX2, AVX-512, VNNI, AMX)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: ask PyTorch what it compiled its kernels for
+        return [torch.backends.cpu.get_cpu_capability()]
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8"]
+    return [f for f in wanted if f in flags]
+
+
+def summary():
+    """One line a reader can quote: mode, device, threads, CPU and library versions."""
+    return (
+        f"mode: {'FAST (COURSE_FAST=1: small data, few epochs)' if FAST else 'full'} | "
+        f"device: {device()} | torch {torch.__version__} | threads: {torch.get_num_threads()} | "
+        f"CPU: {platform.machine()} {' '.join(cpu_flags()) or '(no flags read)'}"
+    )

@@ -1,0 +1,343 @@
+"""Measuring a model: parameters, MACs and FLOPs, file size, latency and time per layer.
+
+Units, used the same way everywhere in the course:
+
+* **MAC** = one multiply-accumulate, ``a += w * x``. **1 MAC = 2 FLOPs** (a multiply and an add).
+* :func:`count_macs` is thop's count: the MACs of conv and linear layers (bias additions not
+  counted) plus thop's estimate of the other layers' work (4 per element for BatchNorm with its
+  scale and shift, about 1 for average pooling, 0 for ReLU and max pooling).
+* :func:`count_flops` is PyTorch's own count (``torch.utils.flop_counter``): only matrix work
+  (convolutions, matrix products, attention), 2 FLOPs per MAC, nothing for BN, pooling or ReLU.
+
+Both run the model once on the example input and cross-check each other: if thop counts fewer
+MACs than the matrix work PyTorch saw (thop misses ``F.conv2d`` called inside ``forward``, for
+example), a warning gives both numbers.
+
+Latency is measured under ``torch.inference_mode`` with a fixed thread count, after warm-up
+calls, as the median of many calls with the spread (inter-quartile range) beside it;
+:func:`compare` interleaves the models so that a noisy neighbour slows all of them alike.
+"""
+import contextlib
+import copy
+import io
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+
+import pandas as pd
+import thop
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+# ---------------------------------------------------------------- input checks
+
+def _check_model(model):
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"expected a torch.nn.Module, got {type(model).__name__}. Pass the model itself "
+            "(e.g. count_params(net)), not its output, its state_dict or its class."
+        )
+
+
+def _check_inputs(inputs, what):
+    if not inputs:
+        raise ValueError(
+            f"{what} runs the model once and needs an example input, "
+            f"e.g. {what}(model, torch.randn(1, 1, 28, 28))."
+        )
+    for x in inputs:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{what}: example inputs must be tensors, got {type(x).__name__}.")
+
+
+def _shapes(inputs):
+    return ", ".join("x".join(map(str, x.shape)) for x in inputs)
+
+
+@contextlib.contextmanager
+def _shape_errors(inputs):
+    """Turn the deep stack trace of a shape mismatch into one clear message."""
+    try:
+        yield
+    except RuntimeError as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"the model cannot run on an input of shape {_shapes(inputs)}: {first_line}\n"
+            "Check the batch dimension, the channels and the image size the model expects "
+            "(1x28x28 for Fashion-MNIST, 3x224x224 for the torchvision ImageNet models)."
+        ) from None
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    """Put every module in eval mode, and afterwards give each its own mode back."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+@contextlib.contextmanager
+def num_threads(threads):
+    """Run the block with a fixed number of PyTorch CPU threads, then restore the old count."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# ---------------------------------------------------------------- counting
+
+def count_params(model, trainable_only=False):
+    """Number of parameters (weights and biases; buffers such as BN running means are not included)."""
+    _check_model(model)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _count(model, inputs, what):
+    """(thop MACs, PyTorch FLOPs) for one forward pass, cross-checked."""
+    _check_model(model)
+    _check_inputs(inputs, what)
+    # thop attaches hooks and counters to the model it profiles: give it a copy, never the reader's model.
+    clone = copy.deepcopy(model).eval()
+    with _shape_errors(inputs):
+        macs, _ = thop.profile(clone, inputs=tuple(inputs), verbose=False)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            clone(*inputs)
+    macs, flops = int(macs), int(counter.get_total_flops())
+    if macs < flops // 2:
+        warnings.warn(
+            f"thop counted {macs:,} MACs but PyTorch's counter saw {flops // 2:,} MACs of matrix work "
+            "alone: thop misses work done by functional calls (F.conv2d, ...) or layers it does not "
+            "know. Trust count_flops() for this model.",
+            stacklevel=3,
+        )
+    return macs, flops
+
+
+def count_macs(model, *inputs):
+    """MACs of one forward pass on ``inputs``, counted by thop on a copy of the model.
+
+    Conv and linear layers count ``output elements x (in_channels / groups) x kernel area`` MACs
+    (no bias additions); thop adds its estimate for BN and pooling. 1 MAC = 2 FLOPs.
+    """
+    return _count(model, inputs, "count_macs")[0]
+
+
+def count_flops(model, *inputs):
+    """FLOPs of one forward pass, counted by ``torch.utils.flop_counter.FlopCounterMode``.
+
+    Only matrix work is counted (conv, matmul, attention), at 2 FLOPs per MAC; BN, pooling and
+    activations count 0. So ``count_flops`` can be a little less than ``2 * count_macs``.
+    """
+    return _count(model, inputs, "count_flops")[1]
+
+
+def model_size(model):
+    """Bytes of the model's ``state_dict`` as ``torch.save`` writes it (what a file on disk would take)."""
+    _check_model(model)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+# ---------------------------------------------------------------- timing
+
+def _format_seconds(s):
+    if s >= 1:
+        return f"{s:.3g} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} µs"
+
+
+@dataclass
+class Timing:
+    """Latencies of repeated calls, in seconds. ``median`` and ``iqr`` (the spread) summarise them."""
+
+    times: list
+    threads: int
+
+    @property
+    def median(self):
+        return statistics.median(self.times)
+
+    @property
+    def iqr(self):
+        """Inter-quartile range: the middle half of the calls took between q1 and q3."""
+        if len(self.times) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.times, n=4)
+        return q3 - q1
+
+    def __repr__(self):
+        return (
+            f"{_format_seconds(self.median)} ± {_format_seconds(self.iqr / 2)} "
+            f"(median ± half the IQR of {len(self.times)} calls, {self.threads} thread"
+            f"{'s' if self.threads > 1 else ''})"
+        )
+
+
+def _sync(inputs):
+    if any(x.is_cuda for x in inputs):
+        torch.cuda.synchronize()
+
+
+def _time_interleaved(models, inputs, threads, warmup, repeat):
+    """Call every model ``repeat`` times, taking turns, and return each one's list of latencies.
+
+    A model may also be a plain function of the inputs (layer_times times a hooked pass that way).
+    """
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a whole number >= 0, got {warmup!r}")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be a whole number >= 1, got {repeat!r}")
+    names = list(models)
+    times = {name: [] for name in names}
+    with num_threads(threads), contextlib.ExitStack() as stack, torch.inference_mode():
+        for model in models.values():
+            if isinstance(model, nn.Module):
+                stack.enter_context(_eval_mode(model))
+        with _shape_errors(inputs):
+            for _ in range(max(warmup, 1)):  # at least one call: first-call costs never count
+                for model in models.values():
+                    model(*inputs)
+        _sync(inputs)
+        for r in range(repeat):
+            # alternate the order so that no model always runs right after the same neighbour
+            for name in names if r % 2 == 0 else reversed(names):
+                start = time.perf_counter()
+                models[name](*inputs)
+                _sync(inputs)
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def benchmark(model, *inputs, threads=1, warmup=3, repeat=20):
+    """Latency of ``model(*inputs)``: warm-up calls, then ``repeat`` timed calls on ``threads`` threads.
+
+    Returns a :class:`Timing` (``.median``, ``.iqr``, ``.times`` in seconds). The model runs in eval
+    mode under ``torch.inference_mode`` and is given its own mode back afterwards. One thread is the
+    default because it is the most repeatable figure on a shared machine; pass ``threads=os.cpu_count()``
+    to see what all cores do.
+    """
+    _check_model(model)
+    _check_inputs(inputs, "benchmark")
+    return Timing(_time_interleaved({"model": model}, inputs, threads, warmup, repeat)["model"], threads)
+
+
+def compare(models, *inputs, threads=1, warmup=3, repeat=20, plot=False):
+    """Params, MACs, file size and latency of several models on the same input, as a table.
+
+    ``models`` maps a name to a model. Latencies are measured interleaved in one run, so their
+    ratios are fair even on a noisy machine; ``speedup`` is relative to the first model.
+    With ``plot=True`` the table is also drawn (:func:`helpers.plots.compare_bars`).
+    """
+    if not isinstance(models, dict) or not models:
+        raise TypeError("compare expects a dict of {name: model}, e.g. compare({'big': a, 'small': b}, x)")
+    for model in models.values():
+        _check_model(model)
+    _check_inputs(inputs, "compare")
+    times = _time_interleaved(models, inputs, threads, warmup, repeat)
+    rows = {}
+    for name, model in models.items():
+        timing = Timing(times[name], threads)
+        rows[name] = {
+            "params": count_params(model),
+            "MACs": count_macs(model, *inputs),
+            "size_MB": model_size(model) / 1e6,
+            "latency_ms": timing.median * 1e3,
+            "spread_ms": timing.iqr * 1e3,
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table["speedup"] = table["latency_ms"].iloc[0] / table["latency_ms"]
+    table.attrs["threads"] = threads
+    table.attrs["batch"] = inputs[0].shape[0] if inputs[0].dim() else 1
+    if plot:
+        from .plots import compare_bars
+        compare_bars(table)
+    return table
+
+
+# ---------------------------------------------------------------- time per layer type
+
+LAYER_KINDS = {
+    "conv": (nn.modules.conv._ConvNd,),
+    "linear": (nn.Linear, nn.Bilinear),
+    "bn": (nn.modules.batchnorm._NormBase,),  # BatchNorm and InstanceNorm
+    "pool": (
+        nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+        nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+    ),
+    "activation": (
+        nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish,
+        nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Softmax,
+    ),
+}
+TENSOR_KINDS = ("conv", "linear")  # the layers that hold the weights and do the multiply-adds
+
+
+def layer_kind(module):
+    """'conv', 'linear', 'bn', 'pool', 'activation' or 'other'."""
+    for kind, types in LAYER_KINDS.items():
+        if isinstance(module, types):
+            return kind
+    return "other"
+
+
+def layer_times(model, *inputs, threads=1, warmup=3, repeat=20):
+    """Time spent per layer type in one forward pass, from hooks on every leaf module.
+
+    Returns a table indexed by kind (conv, linear, bn, pool, activation, other) with the median
+    milliseconds per pass, the share of the whole pass, and ``work``: "tensor" for conv and linear
+    layers, "non-tensor" for the rest. Time outside any leaf module (``torch.flatten`` or a residual
+    ``+`` written in ``forward``, and the hooks' own small overhead) is counted as "other".
+    """
+    _check_model(model)
+    _check_inputs(inputs, "layer_times")
+    leaves = [m for m in model.modules() if not list(m.children())]
+    starts, spent = {}, {}
+
+    def before(module, args):
+        starts[module] = time.perf_counter()
+
+    def after(module, args, output):
+        spent[module] = spent.get(module, 0.0) + time.perf_counter() - starts[module]
+
+    handles = [h for m in leaves for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
+    per_pass = []
+    def one_pass(*args):
+        spent.clear()
+        start = time.perf_counter()
+        model(*args)
+        _sync(args)
+        total = time.perf_counter() - start
+        kinds = dict.fromkeys([*LAYER_KINDS, "other"], 0.0)
+        for module, seconds in spent.items():
+            kinds[layer_kind(module)] += seconds
+        kinds["other"] += total - sum(spent.values())
+        per_pass.append(kinds)
+
+    try:
+        # _time_interleaved does the warm-up, threads and inference mode; one_pass keeps the split.
+        with _eval_mode(model):
+            _time_interleaved({"pass": one_pass}, inputs, threads, warmup, repeat)
+    finally:
+        for h in handles:
+            h.remove()
+    per_pass = per_pass[max(warmup, 1):]  # drop the warm-up passes
+    ms = {kind: statistics.median(p[kind] for p in per_pass) * 1e3 for kind in per_pass[0]}
+    table = pd.DataFrame({"ms": ms})
+    table["share"] = table["ms"] / table["ms"].sum()
+    table["work"] = ["tensor" if kind in TENSOR_KINDS else "non-tensor" for kind in table.index]
+    return table

@@ -1,0 +1,126 @@
+"""Training: a plain, seeded ``fit`` / ``evaluate`` loop and a cache of trained models.
+
+The loop is deliberately ordinary (Adam, cross-entropy, a tqdm progress bar) so that the
+lessons can focus on what compression does to a model, not on how it was trained.
+:func:`cached_model` trains a model once and reuses it from ``data/models/`` afterwards.
+"""
+import os
+import re
+import tempfile
+import warnings
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .env import DATA_DIR, FAST, device, set_seed
+
+
+def _check_data(data, what):
+    if not isinstance(data, Dataset) or len(data) == 0:
+        raise TypeError(
+            f"{what} expects a non-empty torch Dataset of (image, label) pairs, such as "
+            f"load_dataset('fashion-mnist'); got {type(data).__name__}"
+        )
+
+
+def evaluate(model, data, batch_size=512):
+    """Accuracy of ``model`` on ``data``, a number between 0 and 1 (the model's mode is restored)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"evaluate expects a torch.nn.Module, got {type(model).__name__}")
+    _check_data(data, "evaluate")
+    was_training = model.training
+    model.eval()
+    where = next((p.device for p in model.parameters()), torch.device("cpu"))
+    correct = 0
+    with torch.inference_mode():
+        for images, labels in DataLoader(data, batch_size=batch_size):
+            correct += (model(images.to(where)).argmax(1).cpu() == labels).sum().item()
+    model.train(was_training)
+    return correct / len(data)
+
+
+def fit(model, train_data, *, epochs=1, lr=1e-3, batch_size=128, val_data=None, seed=0,
+        loss_fn=None, progress=True):
+    """Train ``model`` with Adam for ``epochs`` passes over ``train_data``; returns the history.
+
+    The history is a list with one dict per epoch: ``loss`` (mean training loss), ``train_acc``
+    (accuracy on the batches as they were seen) and, when ``val_data`` is given, ``val_acc``.
+    ``loss_fn(model, images, labels)`` replaces the cross-entropy loss (distillation uses it).
+    The model is trained on :func:`helpers.device` and left there.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fit expects a torch.nn.Module, got {type(model).__name__}")
+    _check_data(train_data, "fit")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
+    if not lr > 0:
+        raise ValueError(f"lr (the learning rate) must be > 0, got {lr!r}")
+    set_seed(seed)
+    where = device()
+    model.to(where).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    history = []
+    for epoch in range(1, epochs + 1):
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        for images, labels in bar:
+            images, labels = images.to(where), labels.to(where)
+            if loss_fn is None:
+                outputs = model(images)
+                loss = nn.functional.cross_entropy(outputs, labels)
+            else:
+                outputs, loss = loss_fn(model, images, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(labels)
+            correct += (outputs.argmax(1) == labels).sum().item()
+            seen += len(labels)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+        record = {"epoch": epoch, "loss": total_loss / seen, "train_acc": correct / seen}
+        if val_data is not None:
+            record["val_acc"] = evaluate(model, val_data)
+        history.append(record)
+    model.eval()
+    return history
+
+
+def cached_model(name, build, train, *, fast=None):
+    """Build a model and train it once; later calls load the trained weights from ``data/models``.
+
+    ``build()`` returns a fresh, untrained model and ``train(model)`` trains it in place. Fast mode
+    and full mode keep separate files (``<name>-fast.pt`` and ``<name>.pt``). A file that cannot be
+    loaded (corrupted, or saved from a different architecture) is moved aside to ``<file>.bad``,
+    never deleted, and the model is trained again. Weights are written atomically and loaded with
+    ``weights_only=True``, so a cache file can never run code. The model comes back on the CPU,
+    in eval mode, where the course measures it.
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ValueError(f"the cache name must be letters, digits, '-', '_' or '.', got {name!r}")
+    if not callable(build) or not callable(train):
+        raise TypeError("cached_model(name, build, train): build and train must be functions")
+    folder = DATA_DIR / "models"
+    path = folder / f"{name}{'-fast' if (FAST if fast is None else fast) else ''}.pt"
+    model = build()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"build() must return a torch.nn.Module, got {type(model).__name__}")
+    if path.exists():
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return model.cpu().eval()
+        except Exception as error:
+            bad = path.with_name(path.name + ".bad")
+            os.replace(path, bad)
+            warnings.warn(f"could not load the cached model {path.name} ({type(error).__name__}); "
+                          f"moved it to {bad.name} and training again.", stacklevel=2)
+            model = build()
+    train(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    os.replace(tmp.name, path)
+    return model.cpu().eval()

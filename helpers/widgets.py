@@ -1,0 +1,66 @@
+"""Builders for the notebooks' interactive panels (ipywidgets).
+
+Each panel is split in two: a plain function that computes what the panel shows (unit tests call
+it directly) and a builder that wires sliders to it and redraws a chart in an ``Output``.
+"""
+import ipywidgets as W
+import matplotlib.pyplot as plt
+import torch
+from IPython.display import display
+
+from .measure import compare
+from .plots import compare_bars
+
+
+_BUILT = {}  # (name, builder) -> model: each model is built once per kernel, not at every redraw
+
+
+def measure_models(builders, names, batch, image_size, *, in_channels=3, repeat=5):
+    """The table the comparison panel draws: ``compare`` of the chosen models on one random batch.
+
+    ``builders`` maps a name to a function that returns a model; each model is built once and kept.
+    """
+    if not names:
+        raise ValueError("choose at least one model to measure")
+    unknown = [n for n in names if n not in builders]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {list(builders)}")
+    models = {}
+    for name in names:
+        key = (name, builders[name])
+        if key not in _BUILT:
+            _BUILT[key] = builders[name]().eval()
+        models[name] = _BUILT[key]
+    x = torch.randn(batch, in_channels, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    return compare(models, x, warmup=1, repeat=repeat)
+
+
+def comparison_panel(builders, batches=(1, 2, 4, 8), image_sizes=(64, 128, 224), *, in_channels=3):
+    """Tick models, pick a batch size and an image size: params, MACs, size and latency are redrawn.
+
+    Latency is measured live on this machine (a few calls per model), so a redraw takes a moment.
+    """
+    boxes = [W.Checkbox(value=i < 2, description=name, indent=False) for i, name in enumerate(builders)]
+    batch = W.SelectionSlider(options=list(batches), value=batches[0], description="batch")
+    size = W.SelectionSlider(options=list(image_sizes), value=image_sizes[len(image_sizes) // 2],
+                             description="image size")
+    out = W.Output()
+
+    def redraw(*_):
+        names = [b.description for b in boxes if b.value]
+        with out:
+            out.clear_output(wait=True)
+            if not names:
+                print("Tick at least one model.")
+                return
+            print(f"measuring {', '.join(names)} at batch {batch.value}, {size.value}x{size.value} ...")
+            table = measure_models(builders, names, batch.value, size.value, in_channels=in_channels)
+            out.clear_output(wait=True)
+            display(table.round(2))
+            compare_bars(table)
+            plt.show()
+
+    for control in (*boxes, batch, size):
+        control.observe(redraw, names="value")
+    redraw()
+    return W.VBox([W.HBox(boxes), W.HBox([batch, size]), out])

@@ -1,0 +1,57 @@
+import ipywidgets as W
+import pytest
+import torch
+from torch import nn
+
+from helpers import compare, compare_bars, count_macs, layer_time_chart, layer_times
+from helpers import widgets as widgets_module
+from helpers.widgets import comparison_panel, measure_models
+
+
+def tiny(width):
+    return lambda: nn.Sequential(nn.Conv2d(3, width, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+BUILDERS = {"narrow": tiny(2), "wide": tiny(16)}
+
+
+def test_compare_bars_draws_one_panel_per_measure():
+    table = compare({"a": nn.Linear(4, 4), "b": nn.Linear(4, 2)}, torch.randn(1, 4), warmup=1, repeat=3)
+    fig = compare_bars(table)
+    assert [ax.get_title() for ax in fig.axes] == ["parameters", "MACs per forward pass", "file size (MB)",
+                                                  "median latency (ms)"]
+    assert all(len(ax.patches) == 2 for ax in fig.axes)
+
+
+def test_layer_time_chart_shows_the_non_tensor_share():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU())
+    breakdown = layer_times(net, torch.randn(1, 1, 8, 8), warmup=1, repeat=3)
+    fig = layer_time_chart(breakdown)
+    assert "non-tensor layers" in fig.axes[0].get_title()
+    assert len(fig.axes[0].patches) == len(breakdown)
+
+
+def test_measure_models_measures_the_chosen_models():
+    table = measure_models(BUILDERS, ["wide", "narrow"], batch=2, image_size=8, repeat=2)
+    assert list(table.index) == ["wide", "narrow"]
+    assert table.loc["wide", "MACs"] == count_macs(BUILDERS["wide"](), torch.randn(2, 3, 8, 8))
+    assert table.loc["wide", "MACs"] > table.loc["narrow", "MACs"]
+
+
+@pytest.mark.parametrize("names, match", [([], "at least one"), (["huge"], "unknown model")])
+def test_measure_models_rejects_bad_choices(names, match):
+    with pytest.raises(ValueError, match=match):
+        measure_models(BUILDERS, names, batch=1, image_size=8)
+
+
+def test_panel_redraws_when_a_control_moves(monkeypatch):
+    calls = []
+    real = widgets_module.measure_models
+    monkeypatch.setattr(widgets_module, "measure_models", lambda *a, **k: calls.append(a[1:4]) or real(*a, **k))
+    panel = comparison_panel(BUILDERS, batches=(1, 2), image_sizes=(8, 16))
+    sliders = [w for w in panel.children[1].children if isinstance(w, W.SelectionSlider)]
+    assert calls == [(["narrow", "wide"], 1, 16)]
+    sliders[0].value = 2
+    assert calls[-1] == (["narrow", "wide"], 2, 16)
+    panel.children[0].children[1].value = False  # untick "wide"
+    assert calls[-1] == (["narrow"], 2, 16)

@@ -1,0 +1,99 @@
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from helpers import cached_model, evaluate, fit
+from helpers import train as train_module
+
+
+def separable_data(n=256, seed=0):
+    """Two classes split by the sign of the first feature: any linear model can learn it."""
+    x = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+    return TensorDataset(x, (x[:, 0] > 0).long())
+
+
+def test_fit_learns_and_reports_history():
+    model = nn.Linear(2, 2)
+    history = fit(model, separable_data(), epochs=3, lr=0.05, val_data=separable_data(seed=1), progress=False)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert history[-1]["val_acc"] > 0.9
+
+
+def test_fit_is_repeatable_with_the_same_seed():
+    losses = []
+    for _ in range(2):
+        torch.manual_seed(123)
+        model = nn.Linear(2, 2)
+        losses.append(fit(model, separable_data(), epochs=1, seed=7, progress=False)[0]["loss"])
+    assert losses[0] == losses[1]
+
+
+def test_evaluate_restores_the_mode():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).train()
+    accuracy = evaluate(model, separable_data())
+    assert 0 <= accuracy <= 1
+    assert model.training
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"epochs": 0}, ValueError, "epochs"), ({"lr": -1.0}, ValueError, "lr"),
+    ({"train_data": [1, 2]}, TypeError, "Dataset"), ({"model": "net"}, TypeError, "Module"),
+])
+def test_fit_rejects_bad_input(kwargs, error, match):
+    args = {"model": nn.Linear(2, 2), "train_data": separable_data()} | kwargs
+    model, data = args.pop("model"), args.pop("train_data")
+    with pytest.raises(error, match=match):
+        fit(model, data, progress=False, **args)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "DATA_DIR", tmp_path)
+    return tmp_path / "models"
+
+
+def test_cached_model_trains_once_then_loads(cache_dir):
+    calls = []
+
+    def train(model):
+        calls.append(1)
+        fit(model, separable_data(), epochs=1, progress=False)
+
+    first = cached_model("tiny", lambda: nn.Linear(2, 2), train, fast=True)
+    second = cached_model("tiny", lambda: nn.Linear(2, 2), train, fast=True)
+    assert len(calls) == 1
+    assert torch.equal(first.weight, second.weight)
+    assert (cache_dir / "tiny-fast.pt").exists()
+    assert not list(cache_dir.glob("*.tmp"))  # written atomically, nothing left behind
+    cached_model("tiny", lambda: nn.Linear(2, 2), train, fast=False)  # full mode has its own file
+    assert len(calls) == 2 and (cache_dir / "tiny.pt").exists()
+
+
+def test_corrupted_cache_is_moved_aside_and_rebuilt(cache_dir):
+    cache_dir.mkdir(parents=True)
+    (cache_dir / "tiny-fast.pt").write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="could not load"):
+        model = cached_model("tiny", lambda: nn.Linear(2, 2), lambda m: None, fast=True)
+    assert isinstance(model, nn.Linear)
+    assert (cache_dir / "tiny-fast.pt.bad").read_bytes() == b"not a checkpoint"  # kept, not deleted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cached_model("tiny", lambda: nn.Linear(2, 2), lambda m: None, fast=True)  # now loads cleanly
+
+
+def test_cache_from_another_architecture_is_not_loaded_silently(cache_dir):
+    cached_model("net", lambda: nn.Linear(2, 2), lambda m: None, fast=True)
+    with pytest.warns(UserWarning, match="could not load"):
+        model = cached_model("net", lambda: nn.Linear(2, 3), lambda m: None, fast=True)
+    assert model.out_features == 3
+
+
+def test_cached_model_rejects_bad_names_and_builders(cache_dir):
+    with pytest.raises(ValueError, match="cache name"):
+        cached_model("../escape", lambda: nn.Linear(2, 2), lambda m: None)
+    with pytest.raises(TypeError, match="build"):
+        cached_model("x", lambda: "not a model", lambda m: None)
