@@ -4,10 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test install data unit notebooks clean-outputs
+.PHONY: lab test install data unit notebooks browser clean-outputs
+
+# JupyterLab refuses to start as root unless told to (containers and CI machines often run as root)
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 lab: data                     ## open JupyterLab on the notebooks
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) notebooks/
 
 test: data                    ## unit tests + every notebook in fast mode
 	COURSE_FAST=1 $(PY) -m pytest
@@ -21,11 +24,14 @@ $(STAMP): pyproject.toml
 data: install                 ## Fashion-MNIST into data/ (offline copy or download)
 	$(PY) -m helpers prepare fashion-mnist
 
-unit: data                    ## only the unit tests
-	COURSE_FAST=1 $(PY) -m pytest tests
+unit: data                    ## only the unit tests of helpers
+	COURSE_FAST=1 $(PY) -m pytest tests --deselect tests/test_browser.py
 
 notebooks: data               ## only the notebooks (nbval, fast mode)
 	COURSE_FAST=1 $(PY) -m pytest notebooks
+
+browser: data                 ## only the browser test (screenshots in test-output/browser/)
+	COURSE_FAST=1 $(PY) -m pytest tests/test_browser.py
 
 clean-outputs: install        ## re-run notebooks, keep only the outputs of NBVAL_CHECK_OUTPUT cells
 	COURSE_FAST=1 $(PY) tests/checked_outputs.py notebooks/*.ipynb

@@ -241,7 +241,7 @@ def compare(models, *inputs, threads=1, warmup=3, repeat=20, plot=False):
 
     ``models`` maps a name to a model. Latencies are measured interleaved in one run, so their
     ratios are fair even on a noisy machine; ``speedup`` is relative to the first model.
-    With ``plot=True`` the table is also drawn (:func:`helpers.plots.compare_bars`).
+    With ``plot=True`` the table is also drawn and displayed (:func:`helpers.plots.compare_bars`).
     """
     if not isinstance(models, dict) or not models:
         raise TypeError("compare expects a dict of {name: model}, e.g. compare({'big': a, 'small': b}, x)")
@@ -264,8 +264,10 @@ def compare(models, *inputs, threads=1, warmup=3, repeat=20, plot=False):
     table.attrs["threads"] = threads
     table.attrs["batch"] = inputs[0].shape[0] if inputs[0].dim() else 1
     if plot:
+        from IPython.display import display
+
         from .plots import compare_bars
-        compare_bars(table)
+        display(compare_bars(table))
     return table
 
 

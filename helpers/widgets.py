@@ -4,12 +4,11 @@ Each panel is split in two: a plain function that computes what the panel shows 
 it directly) and a builder that wires sliders to it and redraws a chart in an ``Output``.
 """
 import ipywidgets as W
-import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
 
 from .measure import compare
-from .plots import compare_bars
+from .plots import compare_bars, show
 
 
 _BUILT = {}  # (name, builder) -> model: each model is built once per kernel, not at every redraw
@@ -57,8 +56,7 @@ def comparison_panel(builders, batches=(1, 2, 4, 8), image_sizes=(64, 128, 224),
             table = measure_models(builders, names, batch.value, size.value, in_channels=in_channels)
             out.clear_output(wait=True)
             display(table.round(2))
-            compare_bars(table)
-            plt.show()
+            show(compare_bars(table))
 
     for control in (*boxes, batch, size):
         control.observe(redraw, names="value")

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from helpers import compare, compare_bars, count_macs, layer_time_chart, layer_times
+from helpers import plots as plots_module
 from helpers import widgets as widgets_module
 from helpers.widgets import comparison_panel, measure_models
 
@@ -29,6 +30,14 @@ def test_layer_time_chart_shows_the_non_tensor_share():
     fig = layer_time_chart(breakdown)
     assert "non-tensor layers" in fig.axes[0].get_title()
     assert len(fig.axes[0].patches) == len(breakdown)
+
+
+def test_show_displays_the_whole_figure_as_a_png(monkeypatch):
+    shown = []
+    monkeypatch.setattr(plots_module, "display", shown.append)
+    table = compare({"a": nn.Linear(4, 4)}, torch.randn(1, 4), warmup=1, repeat=2)
+    plots_module.show(compare_bars(table))
+    assert len(shown) == 1 and shown[0].data.startswith(b"\x89PNG") and len(shown[0].data) > 10_000
 
 
 def test_measure_models_measures_the_chosen_models():

@@ -1,0 +1,275 @@
+"""The widget panels as a student sees them: real JupyterLab, real Chromium (Debian's), driven by Playwright.
+
+nbval proves that the cells run; it cannot see whether a slider renders. For every notebook with a
+panel (a call to a ``helpers.widgets`` builder, named ``*_panel(...)``) this test opens it in
+JupyterLab, runs all cells, checks that each panel shows real widget controls and no "Error
+displaying widget", moves one slider and waits for the panel's chart to be redrawn. Screenshots of
+each panel before and after the move (and of the page, on failure) go to test-output/browser/.
+
+JupyterLab runs on 127.0.0.1 at a free port with a random token, on a copy of the notebooks (so
+JupyterLab's autosave never touches the repository), with its own config, data, runtime, settings
+and workspace folders, and is stopped by PID at the end, kernels included.
+
+Needs Debian's ``chromium`` (``sudo apt-get install chromium``): without it this test is skipped,
+except in CI (``CI`` set), where a missing browser is a failure.
+"""
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+ROOT = Path(__file__).parent.parent
+OUT = ROOT / "test-output" / "browser"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-proxy-server"]
+PANEL_CALL = re.compile(r"\b\w+_panel\(")
+RUN_TIMEOUT = 240  # seconds for one notebook's "run all" in fast mode
+
+
+def panel_notebooks():
+    return [p for p in sorted((ROOT / "notebooks").glob("*.ipynb"))
+            if any(c.cell_type == "code" and PANEL_CALL.search(c.source) for c in nbformat.read(p, 4).cells)]
+
+
+# ------------------------------------------------------------------ the server
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_settings(folder):
+    """Settings a fresh student would not have, but a robot needs: every cell in the DOM, no news pop-up."""
+    settings = {
+        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+        "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
+                                                                            "checkForUpdates": False},
+    }
+    for name, value in settings.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(value))
+
+
+def _stop(pid):
+    """Stop the server and everything it started (kernels run in sessions of their own)."""
+    try:
+        processes = [psutil.Process(pid)]
+        processes += processes[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return
+    for p in processes:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=10)
+    for p in alive:
+        p.kill()
+
+
+@contextlib.contextmanager
+def running_lab(home, widgets_extension=True):
+    """JupyterLab on a copy of the notebooks, isolated in ``home``; stopped by PID when the block ends."""
+    root = home / "notebooks"
+    shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    _write_settings(home / "settings")
+    if not widgets_extension:  # what `jupyter labextension disable` would write, in our own config folder
+        (home / "config" / "labconfig").mkdir(parents=True)
+        (home / "config" / "labconfig" / "page_config.json").write_text(
+            json.dumps({"disabledExtensions": {"@jupyter-widgets/jupyterlab-manager": True}}))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = os.environ | {
+        "COURSE_FAST": "1",
+        "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "IPYTHONDIR": str(home / "ipython"),
+    }
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+               f"--ServerApp.root_dir={root}", f"--LabApp.user_settings_dir={home / 'settings'}",
+               f"--LabApp.workspaces_dir={home / 'workspaces'}", "--LabApp.expose_app_in_browser=True",
+               "--ServerApp.allow_root=True"]  # CI runs as root
+    url = f"http://127.0.0.1:{port}"
+    with open(home / "server.log", "w") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                if server.poll() is not None:
+                    pytest.fail(f"JupyterLab exited at start:\n{(home / 'server.log').read_text()[-3000:]}")
+                try:
+                    urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        pytest.fail("JupyterLab did not answer within 90 s")
+                    time.sleep(0.5)
+            yield {"url": url, "token": token, "root": root}
+        finally:
+            _stop(server.pid)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with running_lab(tmp_path_factory.mktemp("lab")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        message = "Debian's chromium is not installed: sudo apt-get install chromium, then run the browser test again"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+# ------------------------------------------------------------------ the page
+
+def open_notebook(browser, lab, name):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext"
+                           " && window.jupyterapp.shell.currentWidget.sessionContext.isReady", timeout=60_000)
+    return page
+
+
+def run_all(page, timeout=RUN_TIMEOUT):
+    """Run every cell and wait until each code cell has its execution number (none left at [*])."""
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_timeout(1000)
+    state = "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(p => p.textContent.trim())"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        prompts = page.evaluate(state)
+        busy = page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status") != "idle"
+        if not busy and not any("*" in p for p in prompts):
+            unrun = [i for i, p in enumerate(prompts) if not re.search(r"\d", p)]
+            assert not unrun, f"code cells {unrun} did not run: an earlier cell raised an error"
+            return
+        page.wait_for_timeout(500)
+    pytest.fail(f"the notebook was still running after {timeout} s")
+
+
+def panel_problems(page):
+    """What a student would see wrong: widget errors, widgets shown only as text, panels without controls."""
+    problems = []
+    if page.get_by_text("Error displaying widget").count():
+        problems.append("'Error displaying widget' is on the page")
+    for text in page.locator(".jp-OutputArea-output pre").all_inner_texts():
+        if re.match(r"\s*(VBox|HBox|Box|interactive)\(children=", text):
+            problems.append(f"a widget is shown as text (is the widgets extension missing?): {text[:80]}")
+    for i, panel in enumerate(panels(page).all()):
+        if not panel.locator(".widget-slider").count() or not panel.locator(".widget-slider").first.is_visible():
+            problems.append(f"panel {i} shows no visible slider")
+    return problems
+
+
+def panels(page):
+    return page.locator(".jp-OutputArea-output > .widget-vbox")
+
+
+def fingerprint(panel):
+    """The panel's drawing: the source of each image in it (a new chart means a new PNG)."""
+    return [img.get_attribute("src") for img in panel.locator("img").all()]
+
+
+@pytest.mark.parametrize("notebook", panel_notebooks(), ids=lambda p: p.stem)
+def test_widget_panels_render_and_respond(lab, browser, notebook):
+    OUT.mkdir(parents=True, exist_ok=True)
+    page = open_notebook(browser, lab, notebook.name)
+    try:
+        run_all(page)
+        assert panels(page).count() >= 1, "the notebook calls a *_panel builder but shows no panel"
+        assert panel_problems(page) == []
+        for i, panel in enumerate(panels(page).all()):
+            panel.scroll_into_view_if_needed()
+            page.wait_for_function("p => { const imgs = [...p.querySelectorAll('img')];"
+                                   " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+                                   arg=panel.element_handle(), timeout=120_000)
+            before = fingerprint(panel)
+            panel.screenshot(path=OUT / f"{notebook.stem}-panel{i}-before.png")
+            handle = panel.locator(".widget-slider .noUi-handle").first
+            handle.click()
+            handle.press("ArrowRight")
+            page.wait_for_function(
+                "([p, old]) => { const imgs = [...p.querySelectorAll('img')];"
+                " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"
+                " && JSON.stringify(imgs.map(i => i.src)) !== JSON.stringify(old); }",
+                arg=[panel.element_handle(), before], timeout=120_000)
+            page.wait_for_timeout(1000)  # let the browser paint the new chart before the screenshot
+            panel.screenshot(path=OUT / f"{notebook.stem}-panel{i}-after.png")
+            after = fingerprint(panel)
+            # A half-drawn chart is a much smaller PNG than a full one (seen once with pyplot figures).
+            assert sum(map(len, after)) > 0.5 * sum(map(len, before)), "the redrawn chart looks half drawn"
+            assert panel_problems(page) == []
+    except BaseException:
+        page.screenshot(path=OUT / f"{notebook.stem}-failure.png", full_page=True)
+        raise
+    finally:
+        page.close()
+
+
+def _stored_panel_notebook(path, source, outputs=()):
+    cell = nbformat.v4.new_code_cell(source)
+    cell.outputs = list(outputs)
+    cell.execution_count = 1 if outputs else None
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_a_stale_widget_output_is_caught(lab, browser):
+    """A stored widget output whose model the kernel does not have (saved from an old session)."""
+    stale = nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "0" * 32, "version_major": 2, "version_minor": 0},
+        "text/plain": "VBox(children=(IntSlider(value=0),))"})
+    _stored_panel_notebook(lab["root"] / "zz_stale_widget.ipynb", "stale_panel()", [stale])
+    page = open_notebook(browser, lab, "zz_stale_widget.ipynb")
+    try:
+        page.wait_for_selector(".jp-OutputArea-output", timeout=30_000)
+        page.wait_for_timeout(2000)
+        OUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=OUT / "caught-stale-widget.png")
+        assert panel_problems(page), "a widget that cannot render went unnoticed"
+    finally:
+        page.close()
+
+
+def test_a_disabled_widgets_extension_is_caught(tmp_path, browser):
+    """The widgets extension switched off: the live panel can only be shown as text."""
+    with running_lab(tmp_path, widgets_extension=False) as lab:
+        _stored_panel_notebook(lab["root"] / "zz_live_panel.ipynb",
+                               "import ipywidgets\nipywidgets.VBox([ipywidgets.IntSlider()])")
+        page = open_notebook(browser, lab, "zz_live_panel.ipynb")
+        try:
+            run_all(page, timeout=60)
+            page.wait_for_selector(".jp-OutputArea-output", timeout=30_000)
+            page.wait_for_timeout(1000)
+            OUT.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=OUT / "caught-disabled-widgets-extension.png")
+            assert panel_problems(page), "a panel without the widgets extension went unnoticed"
+        finally:
+            page.close()
