@@ -308,7 +308,7 @@ def layer_times(model, *inputs, threads=1, warmup=3, repeat=20):
     _check_model(model)
     _check_inputs(inputs, "layer_times")
     leaves = [m for m in model.modules() if not list(m.children())]
-    starts, spent = {}, {}
+    starts, spent, per_pass = {}, {}, []
 
     def before(module, args):
         starts[module] = time.perf_counter()
@@ -316,9 +316,8 @@ def layer_times(model, *inputs, threads=1, warmup=3, repeat=20):
     def after(module, args, output):
         spent[module] = spent.get(module, 0.0) + time.perf_counter() - starts[module]
 
-    handles = [h for m in leaves for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
-    per_pass = []
     def one_pass(*args):
+        """One timed forward pass; keeps the seconds per kind, with the rest of the pass as "other"."""
         spent.clear()
         start = time.perf_counter()
         model(*args)
@@ -330,6 +329,7 @@ def layer_times(model, *inputs, threads=1, warmup=3, repeat=20):
         kinds["other"] += total - sum(spent.values())
         per_pass.append(kinds)
 
+    handles = [h for m in leaves for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
     try:
         # _time_interleaved does the warm-up, threads and inference mode; one_pass keeps the split.
         with _eval_mode(model):

@@ -232,7 +232,7 @@ def test_widget_panels_render_and_respond(lab, browser, notebook):
         page.close()
 
 
-def _stored_panel_notebook(path, source, outputs=()):
+def _notebook_with_one_cell(path, source, outputs=()):
     cell = nbformat.v4.new_code_cell(source)
     cell.outputs = list(outputs)
     cell.execution_count = 1 if outputs else None
@@ -241,35 +241,33 @@ def _stored_panel_notebook(path, source, outputs=()):
     nbformat.write(nb, path)
 
 
+def _assert_caught(browser, lab, name, screenshot, run=False):
+    """Open (and run) a notebook whose widget cannot render: panel_problems must report it."""
+    page = open_notebook(browser, lab, name)
+    try:
+        if run:
+            run_all(page, timeout=60)
+        page.wait_for_selector(".jp-OutputArea-output", timeout=30_000)
+        page.wait_for_timeout(2000)  # give a widget every chance to render before we look
+        OUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=OUT / screenshot)
+        assert panel_problems(page), f"{name}: a widget that cannot render went unnoticed"
+    finally:
+        page.close()
+
+
 def test_a_stale_widget_output_is_caught(lab, browser):
     """A stored widget output whose model the kernel does not have (saved from an old session)."""
     stale = nbformat.v4.new_output("display_data", data={
         "application/vnd.jupyter.widget-view+json": {"model_id": "0" * 32, "version_major": 2, "version_minor": 0},
         "text/plain": "VBox(children=(IntSlider(value=0),))"})
-    _stored_panel_notebook(lab["root"] / "zz_stale_widget.ipynb", "stale_panel()", [stale])
-    page = open_notebook(browser, lab, "zz_stale_widget.ipynb")
-    try:
-        page.wait_for_selector(".jp-OutputArea-output", timeout=30_000)
-        page.wait_for_timeout(2000)
-        OUT.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=OUT / "caught-stale-widget.png")
-        assert panel_problems(page), "a widget that cannot render went unnoticed"
-    finally:
-        page.close()
+    _notebook_with_one_cell(lab["root"] / "zz_stale_widget.ipynb", "stale_panel()", [stale])
+    _assert_caught(browser, lab, "zz_stale_widget.ipynb", "caught-stale-widget.png")
 
 
 def test_a_disabled_widgets_extension_is_caught(tmp_path, browser):
     """The widgets extension switched off: the live panel can only be shown as text."""
     with running_lab(tmp_path, widgets_extension=False) as lab:
-        _stored_panel_notebook(lab["root"] / "zz_live_panel.ipynb",
-                               "import ipywidgets\nipywidgets.VBox([ipywidgets.IntSlider()])")
-        page = open_notebook(browser, lab, "zz_live_panel.ipynb")
-        try:
-            run_all(page, timeout=60)
-            page.wait_for_selector(".jp-OutputArea-output", timeout=30_000)
-            page.wait_for_timeout(1000)
-            OUT.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=OUT / "caught-disabled-widgets-extension.png")
-            assert panel_problems(page), "a panel without the widgets extension went unnoticed"
-        finally:
-            page.close()
+        _notebook_with_one_cell(lab["root"] / "zz_live_panel.ipynb",
+                                "import ipywidgets\nipywidgets.VBox([ipywidgets.IntSlider()])")
+        _assert_caught(browser, lab, "zz_live_panel.ipynb", "caught-disabled-widgets-extension.png", run=True)
