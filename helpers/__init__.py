@@ -1,14 +1,15 @@
 """helpers: the plumbing shared by the course's notebooks (measuring, data, training, charts, panels).
 
 The notebooks teach each idea from scratch; helpers only does the chores they all need. Each
-module is small enough to read in one sitting: measure, data, train, models, plots, widgets.
+module is small enough to read in one sitting: measure, data, train, models, convs, plots, widgets.
 """
 from .data import DatasetNotFoundError, load_dataset
+from .convs import check_groups, valid_groups
 from .env import DATA_DIR, FAST, device, set_seed, summary
 from .exercises import check
 from .measure import (Timing, benchmark, compare, count_flops, count_macs, count_params, layer_times,
                       model_size, num_threads)
-from .models import small_vgg
+from .models import BLOCK_TYPES, small_net, small_vgg
 from .plots import compare_bars, layer_time_chart
 from .train import cached_model, evaluate, fit
 
@@ -16,5 +17,5 @@ __all__ = [
     "DATA_DIR", "FAST", "DatasetNotFoundError", "Timing", "benchmark", "cached_model", "check",
     "compare", "compare_bars", "count_flops", "count_macs", "count_params", "device", "evaluate",
     "fit", "layer_time_chart", "layer_times", "load_dataset", "model_size", "num_threads", "set_seed",
-    "small_vgg", "summary",
+    "small_vgg", "small_net", "BLOCK_TYPES", "summary", "check_groups", "valid_groups",
 ]

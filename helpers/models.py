@@ -27,3 +27,49 @@ def small_vgg(width=32, num_classes=10, in_channels=1):
         nn.Linear(w2 * 7 * 7, 256), nn.ReLU(inplace=True), nn.Dropout(0.3),
         nn.Linear(256, num_classes),
     )
+
+
+# ---------------------------------------------------------------- small nets from efficient blocks
+
+def _block(kind, c_in, c_out, stride):
+    """One block of ``kind`` from torchvision's own implementations (notebook 04 builds each from scratch)."""
+    from torchvision.models import mobilenetv2, resnet, shufflenetv2, squeezenet
+
+    if kind == "plain":
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    if kind == "resnet":
+        shortcut = None
+        if stride != 1 or c_in != c_out:
+            shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        return resnet.BasicBlock(c_in, c_out, stride, downsample=shortcut)
+    if kind == "mobilenet_v2":
+        return mobilenetv2.InvertedResidual(c_in, c_out, stride, expand_ratio=6)
+    if kind == "shufflenet_v2":
+        return shufflenetv2.InvertedResidual(c_in, c_out, stride)
+    if kind == "squeezenet":
+        fire = squeezenet.Fire(c_in, c_out // 8, c_out // 2, c_out // 2)
+        return nn.Sequential(nn.MaxPool2d(2), fire) if stride == 2 else fire
+    raise ValueError(f"unknown block {kind!r}; choose one of {BLOCK_TYPES}")
+
+
+BLOCK_TYPES = ("plain", "resnet", "mobilenet_v2", "shufflenet_v2", "squeezenet")
+
+
+def small_net(block="plain", width=1.0, num_classes=10, in_channels=1):
+    """A small network for 28x28 images made of one kind of block, ending in global average pooling.
+
+    Stem (3x3 conv, 28x28) -> two stages, each a stride-2 block and a stride-1 block (14x14, 7x7)
+    -> global average pooling -> one linear layer. Channels are 16, 32, 64 times ``width``
+    (rounded to a multiple of 8, which every block type needs).
+    """
+    if block not in BLOCK_TYPES:
+        raise ValueError(f"unknown block {block!r}; choose one of {BLOCK_TYPES}")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or width <= 0:
+        raise ValueError(f"width must be a number > 0, got {width!r}")
+    c0, c1, c2 = (max(8, int(round(c * width / 8)) * 8) for c in (16, 32, 64))
+    return nn.Sequential(
+        *_conv_bn_relu(in_channels, c0),
+        _block(block, c0, c1, 2), _block(block, c1, c1, 1),
+        _block(block, c1, c2, 2), _block(block, c2, c2, 1),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c2, num_classes),
+    )

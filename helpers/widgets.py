@@ -2,13 +2,48 @@
 
 Each panel is split in two: a plain function that computes what the panel shows (unit tests call
 it directly) and a builder that wires sliders to it and redraws a chart in an ``Output``.
+Builders are named ``*_panel``: that is how the browser test finds the notebooks that have one.
+
+* :func:`slider_panel` wraps any ``draw(**values) -> Figure`` in sliders (``ipywidgets.interactive``
+  does the wiring); most lessons need nothing more.
+* :func:`comparison_panel` measures a few models live (notebook 00).
 """
 import ipywidgets as W
 import torch
 from IPython.display import display
+from matplotlib.figure import Figure
 
 from .measure import compare
 from .plots import compare_bars, show
+
+
+def _show_result(result):
+    """Display what a draw function returned: a Figure as a PNG (see plots.show), anything else as is."""
+    for item in result if isinstance(result, tuple) else (result,):
+        if isinstance(item, Figure):
+            show(item)
+        elif item is not None:
+            display(item)
+
+
+def slider_panel(draw, **controls):
+    """Sliders for the keyword arguments of ``draw``; the figure it returns is redrawn when one moves.
+
+    ``controls`` are ipywidgets.interactive's abbreviations: ``(lo, hi)`` or ``(lo, hi, step)`` for a
+    slider, a list for a choice of values (shown as a slider, so only those values can be picked),
+    or a ready widget. Redraws happen when a slider is released, not while it is dragged.
+    """
+    if not callable(draw):
+        raise TypeError("slider_panel(draw, ...): draw must be a function returning a matplotlib Figure")
+    if not controls:
+        raise ValueError("slider_panel needs at least one control, e.g. slider_panel(draw, k=[3, 5, 7])")
+    controls = {name: W.SelectionSlider(options=value, description=name) if isinstance(value, list) else value
+                for name, value in controls.items()}
+    panel = W.interactive(lambda **values: _show_result(draw(**values)), **controls)
+    for child in panel.children:
+        if hasattr(child, "continuous_update"):
+            child.continuous_update = False
+    return panel
 
 
 _BUILT = {}  # (name, builder) -> model: each model is built once per kernel, not at every redraw

@@ -6,7 +6,7 @@ from torch import nn
 from helpers import compare, compare_bars, count_macs, layer_time_chart, layer_times
 from helpers import plots as plots_module
 from helpers import widgets as widgets_module
-from helpers.widgets import comparison_panel, measure_models
+from helpers.widgets import comparison_panel, measure_models, slider_panel
 
 
 def tiny(width):
@@ -64,3 +64,31 @@ def test_panel_redraws_when_a_control_moves(monkeypatch):
     assert calls[-1] == (["narrow", "wide"], 2, 16)
     panel.children[0].children[1].value = False  # untick "wide"
     assert calls[-1] == (["narrow"], 2, 16)
+
+
+def test_slider_panel_redraws_the_figure_on_each_move(monkeypatch):
+    from matplotlib.figure import Figure
+
+    calls, shown = [], []
+    monkeypatch.setattr(plots_module, "display", shown.append)
+
+    def draw(k, d):
+        calls.append((k, d))
+        fig = Figure()
+        fig.subplots().plot([k, d])
+        return fig
+
+    panel = slider_panel(draw, k=[3, 5, 7], d=(1, 4))
+    k, d = panel.children[:2]
+    assert isinstance(k, W.SelectionSlider) and list(k.options) == [3, 5, 7]
+    assert not k.continuous_update and not d.continuous_update
+    k.value = 7
+    assert calls[-1] == (7, d.value)
+    assert shown and shown[-1].data.startswith(b"\x89PNG")
+
+
+def test_slider_panel_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="draw must be a function"):
+        slider_panel("not a function", k=[1, 2])
+    with pytest.raises(ValueError, match="at least one control"):
+        slider_panel(lambda: None)
