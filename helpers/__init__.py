@@ -10,12 +10,12 @@ from .exercises import check
 from .measure import (Timing, benchmark, compare, count_flops, count_macs, count_params, layer_times,
                       model_size, num_threads)
 from .models import BLOCK_TYPES, small_net, small_vgg
-from .plots import compare_bars, layer_time_chart
+from .plots import compare_bars, layer_time_chart, show
 from .train import cached_model, evaluate, fit
 
 __all__ = [
     "DATA_DIR", "FAST", "DatasetNotFoundError", "Timing", "benchmark", "cached_model", "check",
     "compare", "compare_bars", "count_flops", "count_macs", "count_params", "device", "evaluate",
     "fit", "layer_time_chart", "layer_times", "load_dataset", "model_size", "num_threads", "set_seed",
-    "small_vgg", "small_net", "BLOCK_TYPES", "summary", "check_groups", "valid_groups",
+    "show", "small_vgg", "small_net", "BLOCK_TYPES", "summary", "check_groups", "valid_groups",
 ]

@@ -264,10 +264,8 @@ def compare(models, *inputs, threads=1, warmup=3, repeat=20, plot=False):
     table.attrs["threads"] = threads
     table.attrs["batch"] = inputs[0].shape[0] if inputs[0].dim() else 1
     if plot:
-        from IPython.display import display
-
-        from .plots import compare_bars
-        display(compare_bars(table))
+        from .plots import compare_bars, show
+        show(compare_bars(table))
     return table
 
 

@@ -1,9 +1,9 @@
 """The chart kinds the course draws again and again (matplotlib; each returns its Figure).
 
-The figures are plain ``matplotlib.figure.Figure`` objects, not pyplot figures: a notebook shows
-one by leaving it as the last value of a cell or with ``display(fig)``, and a widget panel with
-:func:`show`. Keeping them out of pyplot matters in panels: redrawn from a slider's callback in
-JupyterLab, pyplot figures sometimes came out half drawn (seen with JupyterLab 4.6, ipykernel 7).
+The figures are plain ``matplotlib.figure.Figure`` objects, not pyplot figures, and notebooks and
+widget panels show them with :func:`show`, which renders the PNG itself. Keeping them out of
+pyplot matters in panels: redrawn from a slider's callback in JupyterLab, pyplot figures sometimes
+came out half drawn (seen with JupyterLab 4.6, ipykernel 7).
 
 * :func:`compare_bars`: one bar chart per measure (params, MACs, size, latency) for a few models,
   from the table :func:`helpers.compare` returns.
