@@ -38,6 +38,8 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync", "--no-proxy-server"]
 PANEL_CALL = re.compile(r"\b\w+_panel\(")
 RUN_TIMEOUT = 240  # seconds for one notebook's "run all" in fast mode
+NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on screen, not one in a hidden tab
+CURRENT = "window.jupyterapp.shell.currentWidget"
 
 
 def panel_notebooks():
@@ -148,23 +150,31 @@ def browser():
 
 def open_notebook(browser, lab, name):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext"
-                           " && window.jupyterapp.shell.currentWidget.sessionContext.isReady", timeout=60_000)
+    # ?reset: a fresh workspace, so no notebook from an earlier test is restored in a hidden tab
+    page.goto(f"{lab['url']}/lab/tree/{name}?reset&token={lab['token']}")
+    page.wait_for_selector(f"{NOTEBOOK} .jp-Cell", timeout=60_000)
+    page.wait_for_function(f"() => window.jupyterapp && {CURRENT} && {CURRENT}.sessionContext"
+                           f" && {CURRENT}.sessionContext.isReady", timeout=60_000)
     return page
+
+
+def close_notebook(page):
+    """Shut the notebook's kernel down (so the next notebook has the CPU to itself) and close the page."""
+    try:
+        page.evaluate(f"{CURRENT} && {CURRENT}.sessionContext && {CURRENT}.sessionContext.shutdown()")
+    finally:
+        page.close()
 
 
 def run_all(page, timeout=RUN_TIMEOUT):
     """Run every cell and wait until each code cell has its execution number (none left at [*])."""
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_timeout(1000)
-    state = "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(p => p.textContent.trim())"
+    state = f"() => [...{CURRENT}.node.querySelectorAll('.jp-CodeCell .jp-InputPrompt')].map(p => p.textContent.trim())"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         prompts = page.evaluate(state)
-        busy = page.evaluate("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status") != "idle"
+        busy = page.evaluate(f"{CURRENT}.sessionContext.session.kernel.status") != "idle"
         if not busy and not any("*" in p for p in prompts):
             unrun = [i for i, p in enumerate(prompts) if not re.search(r"\d", p)]
             assert not unrun, f"code cells {unrun} did not run: an earlier cell raised an error"
@@ -176,9 +186,9 @@ def run_all(page, timeout=RUN_TIMEOUT):
 def panel_problems(page):
     """What a student would see wrong: widget errors, widgets shown only as text, panels without controls."""
     problems = []
-    if page.get_by_text("Error displaying widget").count():
+    if page.locator(NOTEBOOK).get_by_text("Error displaying widget").count():
         problems.append("'Error displaying widget' is on the page")
-    for text in page.locator(".jp-OutputArea-output pre").all_inner_texts():
+    for text in page.locator(f"{NOTEBOOK} .jp-OutputArea-output pre").all_inner_texts():
         if re.match(r"\s*(VBox|HBox|Box|interactive)\(children=", text):
             problems.append(f"a widget is shown as text (is the widgets extension missing?): {text[:80]}")
     for i, panel in enumerate(panels(page).all()):
@@ -188,7 +198,7 @@ def panel_problems(page):
 
 
 def panels(page):
-    return page.locator(".jp-OutputArea-output > .widget-vbox")
+    return page.locator(f"{NOTEBOOK} .jp-OutputArea-output > .widget-vbox")
 
 
 def fingerprint(panel):
@@ -229,7 +239,7 @@ def test_widget_panels_render_and_respond(lab, browser, notebook):
         page.screenshot(path=OUT / f"{notebook.stem}-failure.png", full_page=True)
         raise
     finally:
-        page.close()
+        close_notebook(page)
 
 
 def _notebook_with_one_cell(path, source, outputs=()):
@@ -247,13 +257,13 @@ def _assert_caught(browser, lab, name, screenshot, run=False):
     try:
         if run:
             run_all(page, timeout=60)
-        page.wait_for_selector(".jp-OutputArea-output", timeout=30_000)
+        page.wait_for_selector(f"{NOTEBOOK} .jp-OutputArea-output", timeout=30_000)
         page.wait_for_timeout(2000)  # give a widget every chance to render before we look
         OUT.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=OUT / screenshot)
         assert panel_problems(page), f"{name}: a widget that cannot render went unnoticed"
     finally:
-        page.close()
+        close_notebook(page)
 
 
 def test_a_stale_widget_output_is_caught(lab, browser):
