@@ -8,6 +8,8 @@ Builders are named ``*_panel``: that is how the browser test finds the notebooks
   does the wiring); most lessons need nothing more.
 * :func:`comparison_panel` measures a few models live (notebook 00).
 """
+import inspect
+
 import ipywidgets as W
 import torch
 from IPython.display import display
@@ -31,14 +33,22 @@ def slider_panel(draw, **controls):
 
     ``controls`` are ipywidgets.interactive's abbreviations: ``(lo, hi)`` or ``(lo, hi, step)`` for a
     slider, a list for a choice of values (shown as a slider, so only those values can be picked),
-    or a ready widget. Redraws happen when a slider is released, not while it is dragged.
+    or a ready widget. As with ``ipywidgets.interact``, a default argument of ``draw`` is the
+    starting value. Redraws happen when a slider is released, not while it is dragged.
     """
     if not callable(draw):
         raise TypeError("slider_panel(draw, ...): draw must be a function returning a matplotlib Figure")
     if not controls:
         raise ValueError("slider_panel needs at least one control, e.g. slider_panel(draw, k=[3, 5, 7])")
-    controls = {name: W.SelectionSlider(options=value, description=name) if isinstance(value, list) else value
-                for name, value in controls.items()}
+    defaults = {name: p.default for name, p in inspect.signature(draw).parameters.items()}
+    for name, value in controls.items():
+        start = defaults.get(name, inspect.Parameter.empty)
+        if isinstance(value, list):  # a slider over exactly these values (ipywidgets would make a dropdown)
+            controls[name] = W.SelectionSlider(options=value, value=start if start in value else value[0],
+                                               description=name)
+        elif not isinstance(value, W.Widget):
+            controls[name] = W.interactive.widget_from_abbrev(value, start)
+            controls[name].description = name
     panel = W.interactive(lambda **values: _show_result(draw(**values)), **controls)
     for child in panel.children:
         if hasattr(child, "continuous_update"):

@@ -87,6 +87,12 @@ def test_slider_panel_redraws_the_figure_on_each_move(monkeypatch):
     assert shown and shown[-1].data.startswith(b"\x89PNG")
 
 
+def test_slider_panel_starts_at_the_default_arguments_of_draw(monkeypatch):
+    monkeypatch.setattr(plots_module, "display", lambda item: None)
+    panel = slider_panel(lambda k=5, d=3: None, k=[3, 5, 7], d=(1, 4))
+    assert [c.value for c in panel.children[:2]] == [5, 3]
+
+
 def test_slider_panel_rejects_bad_arguments():
     with pytest.raises(TypeError, match="draw must be a function"):
         slider_panel("not a function", k=[1, 2])
