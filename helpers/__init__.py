@@ -1,7 +1,8 @@
 """helpers: the plumbing shared by the course's notebooks (measuring, data, training, charts, panels).
 
 The notebooks teach each idea from scratch; helpers only does the chores they all need. Each
-module is small enough to read in one sitting: measure, data, train, models, convs, plots, widgets.
+module is small enough to read in one sitting: measure, data, train, models, convs, plots, widgets,
+exercises, and compress (the techniques as reusable functions, imported as helpers.compress).
 """
 from .data import DatasetNotFoundError, load_dataset
 from .convs import check_groups, valid_groups
