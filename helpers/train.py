@@ -122,5 +122,6 @@ def cached_model(name, build, train, *, fast=None):
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
+    os.chmod(tmp.name, 0o644)  # readable like any other file the course writes (the temporary file was 0600)
     os.replace(tmp.name, path)
     return model.cpu().eval()
