@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .plots import compare_bars, show
+
 
 # ---------------------------------------------------------------- input checks
 
@@ -264,7 +266,6 @@ def compare(models, *inputs, threads=1, warmup=3, repeat=20, plot=False):
     table.attrs["threads"] = threads
     table.attrs["batch"] = inputs[0].shape[0] if inputs[0].dim() else 1
     if plot:
-        from .plots import compare_bars, show
         show(compare_bars(table))
     return table
 

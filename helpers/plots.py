@@ -70,7 +70,10 @@ def layer_time_chart(breakdown, title="Where one forward pass spends its time"):
 
 
 def show(fig):
-    """Display ``fig`` as a PNG rendered here, in full (what the widget panels use to redraw)."""
+    """Display ``fig`` in a notebook or panel as a PNG rendered here, in full (see the module docstring)."""
+    if not isinstance(fig, Figure):
+        raise TypeError(f"show expects a matplotlib Figure (a chart function or a panel's draw must return one), "
+                        f"got {type(fig).__name__}")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
     display(Image(buffer.getvalue()))

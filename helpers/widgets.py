@@ -13,19 +13,9 @@ import inspect
 import ipywidgets as W
 import torch
 from IPython.display import display
-from matplotlib.figure import Figure
 
 from .measure import compare
 from .plots import compare_bars, show
-
-
-def _show_result(result):
-    """Display what a draw function returned: a Figure as a PNG (see plots.show), anything else as is."""
-    for item in result if isinstance(result, tuple) else (result,):
-        if isinstance(item, Figure):
-            show(item)
-        elif item is not None:
-            display(item)
 
 
 def slider_panel(draw, **controls):
@@ -49,7 +39,7 @@ def slider_panel(draw, **controls):
         elif not isinstance(value, W.Widget):
             controls[name] = W.interactive.widget_from_abbrev(value, start)
             controls[name].description = name
-    panel = W.interactive(lambda **values: _show_result(draw(**values)), **controls)
+    panel = W.interactive(lambda **values: show(draw(**values)), **controls)
     for child in panel.children:
         if hasattr(child, "continuous_update"):
             child.continuous_update = False

@@ -35,9 +35,17 @@ def strip(nb):
         if is_checked(cell):
             number += 1
             cell.execution_count = number
+            merged = []  # one output per run of printed text, however the kernel happened to split it
             for output in cell.outputs:
                 if "execution_count" in output:
                     output.execution_count = number
+                previous = merged[-1] if merged else None
+                if (output.output_type == "stream" and previous is not None and previous.output_type == "stream"
+                        and previous.name == output.name):
+                    previous.text += output.text
+                else:
+                    merged.append(output)
+            cell.outputs = merged
         else:
             cell.outputs = []
     return nb

@@ -53,3 +53,11 @@ def test_the_check_catches_a_stray_output_and_strip_removes_it():
     assert problems(strip(dirty)) == []
     checked = next(c for c in strip(dirty).cells if MARK in c.source)
     assert checked.outputs, "strip keeps the outputs nbval checks"
+
+
+def test_strip_merges_printed_text_split_across_outputs():
+    cell = nbformat.v4.new_code_cell(f"{MARK}\nprint(1); print(2)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="2\n")]
+    nb = strip(nbformat.v4.new_notebook(cells=[cell]))
+    assert [o.text for o in nb.cells[0].outputs] == ["1\n2\n"]

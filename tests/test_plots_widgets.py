@@ -40,6 +40,11 @@ def test_show_displays_the_whole_figure_as_a_png(monkeypatch):
     assert len(shown) == 1 and shown[0].data.startswith(b"\x89PNG") and len(shown[0].data) > 10_000
 
 
+def test_show_says_what_it_expects():
+    with pytest.raises(TypeError, match="expects a matplotlib Figure"):
+        plots_module.show(None)
+
+
 def test_measure_models_measures_the_chosen_models():
     table = measure_models(BUILDERS, ["wide", "narrow"], batch=2, image_size=8, repeat=2)
     assert list(table.index) == ["wide", "narrow"]
