@@ -7,6 +7,7 @@ Pruning:
 
 * :func:`prune_unstructured`: zero the smallest-magnitude weights of the conv and linear layers
   (``torch.nn.utils.prune``, made permanent). Same shapes, same file size, same speed: only zeros.
+* :func:`make_permanent`: turn the masks of a model pruned with ``keep_masks=True`` into plain zeros.
 * :func:`prune_channels`: remove whole output channels of the convolutions and rebuild smaller
   dense layers (Conv -> BN -> Conv, and Conv -> Flatten -> Linear), so the model really shrinks.
 * :func:`sparsity`: the fraction of conv and linear weights that are zero.
@@ -36,12 +37,14 @@ def sparsity(model):
     return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
 
 
-def prune_unstructured(model, amount, scope="global"):
+def prune_unstructured(model, amount, scope="global", keep_masks=False):
     """A copy of ``model`` with the fraction ``amount`` of its conv and linear weights set to zero.
 
     ``scope="global"`` ranks all weights together by magnitude (layers that matter less lose more);
-    ``scope="layer"`` removes ``amount`` of every layer. Biases are kept. The zeros are permanent
-    (``prune.remove``): the copy is an ordinary model with the same shapes as the original.
+    ``scope="layer"`` removes ``amount`` of every layer. Biases are kept. By default the zeros are
+    permanent (``prune.remove``): the copy is an ordinary model with the same shapes as the original.
+    With ``keep_masks=True`` the copy keeps ``torch.nn.utils.prune``'s masks, so that fine-tuning
+    it leaves the pruned weights at zero; call :func:`make_permanent` when the training is done.
     """
     _check(model, amount)
     if scope not in ("global", "layer"):
@@ -55,9 +58,16 @@ def prune_unstructured(model, amount, scope="global"):
     else:
         for module, name in layers:
             prune.l1_unstructured(module, name, amount=float(amount))
-    for module, name in layers:
-        prune.remove(module, name)
-    return pruned
+    return pruned if keep_masks else make_permanent(pruned)
+
+
+def make_permanent(model):
+    """Remove ``torch.nn.utils.prune``'s masks from ``model`` (in place), keeping the zeros; returns it."""
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(module, hook._tensor_name)
+    return model
 
 
 def _l1_importance(conv):

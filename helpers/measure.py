@@ -238,33 +238,51 @@ def benchmark(model, *inputs, threads=1, warmup=3, repeat=20):
     return Timing(_time_interleaved({"model": model}, inputs, threads, warmup, repeat)["model"], threads)
 
 
+def time_models(models, *inputs, threads=1, warmup=3, repeat=20):
+    """Median latency (and spread) of several models or functions on the same input, interleaved.
+
+    ``models`` maps a name to a model or to any function of the inputs (a sparse matrix product,
+    say), so that things which are not ``nn.Module``s can be raced too. Returns a table with
+    ``latency_ms``, ``spread_ms`` (inter-quartile range) and ``speedup`` relative to the first entry.
+    """
+    if not isinstance(models, dict) or not models:
+        raise TypeError("time_models expects a dict of {name: model or function}, "
+                        "e.g. time_models({'dense': a, 'sparse': b}, x)")
+    for model in models.values():
+        if not callable(model):
+            _check_model(model)
+    _check_inputs(inputs, "time_models")
+    times = _time_interleaved(models, inputs, threads, warmup, repeat)
+    rows = {}
+    for name in models:
+        timing = Timing(times[name], threads)
+        rows[name] = {"latency_ms": timing.median * 1e3, "spread_ms": timing.iqr * 1e3}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table["speedup"] = table["latency_ms"].iloc[0] / table["latency_ms"]
+    table.attrs["threads"] = threads
+    table.attrs["batch"] = inputs[0].shape[0] if inputs[0].dim() else 1
+    return table
+
+
 def compare(models, *inputs, threads=1, warmup=3, repeat=20, plot=False):
     """Params, MACs, file size and latency of several models on the same input, as a table.
 
-    ``models`` maps a name to a model. Latencies are measured interleaved in one run, so their
-    ratios are fair even on a noisy machine; ``speedup`` is relative to the first model.
-    With ``plot=True`` the table is also drawn and displayed (:func:`helpers.plots.compare_bars`).
+    ``models`` maps a name to a model. Latencies are measured interleaved in one run
+    (:func:`time_models`), so their ratios are fair even on a noisy machine; ``speedup`` is
+    relative to the first model. With ``plot=True`` the table is also drawn and displayed
+    (:func:`helpers.plots.compare_bars`).
     """
     if not isinstance(models, dict) or not models:
         raise TypeError("compare expects a dict of {name: model}, e.g. compare({'big': a, 'small': b}, x)")
     for model in models.values():
         _check_model(model)
     _check_inputs(inputs, "compare")
-    times = _time_interleaved(models, inputs, threads, warmup, repeat)
-    rows = {}
-    for name, model in models.items():
-        timing = Timing(times[name], threads)
-        rows[name] = {
-            "params": count_params(model),
-            "MACs": count_macs(model, *inputs),
-            "size_MB": model_size(model) / 1e6,
-            "latency_ms": timing.median * 1e3,
-            "spread_ms": timing.iqr * 1e3,
-        }
-    table = pd.DataFrame.from_dict(rows, orient="index")
-    table["speedup"] = table["latency_ms"].iloc[0] / table["latency_ms"]
-    table.attrs["threads"] = threads
-    table.attrs["batch"] = inputs[0].shape[0] if inputs[0].dim() else 1
+    times = time_models(models, *inputs, threads=threads, warmup=warmup, repeat=repeat)
+    counts = pd.DataFrame.from_dict({name: {"params": count_params(model), "MACs": count_macs(model, *inputs),
+                                            "size_MB": model_size(model) / 1e6}
+                                     for name, model in models.items()}, orient="index")
+    table = counts.join(times)
+    table.attrs.update(times.attrs)
     if plot:
         show(compare_bars(table))
     return table

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from helpers import count_params, small_net, small_vgg
-from helpers.compress import prune_channels, prune_unstructured, sparsity
+from helpers.compress import make_permanent, prune_channels, prune_unstructured, sparsity
 
 X = torch.randn(4, 1, 28, 28)
 
@@ -34,6 +34,24 @@ def test_global_pruning_keeps_the_largest_weights():
     net[0].weight.data = torch.arange(1.0, 17).view(4, 4)
     pruned = prune_unstructured(net, 0.25)
     assert torch.equal(pruned[0].weight == 0, net[0].weight <= 4)
+
+
+def test_kept_masks_hold_the_zeros_through_training():
+    net = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    pruned = prune_unstructured(net, 0.5, keep_masks=True)
+    assert {"0.weight_orig", "0.weight_mask"} <= set(pruned.state_dict())
+    optimizer = torch.optim.SGD(pruned.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        pruned(torch.randn(16, 8)).pow(2).sum().backward()
+        optimizer.step()
+    assert sparsity(pruned) == 0.5, "training must not regrow pruned weights"
+    x = torch.randn(3, 8)
+    expected = pruned(x)
+    assert make_permanent(pruned) is pruned
+    assert not any(k.endswith(("_orig", "_mask")) for k in pruned.state_dict())
+    torch.testing.assert_close(pruned(x), expected)
+    assert sparsity(pruned) == 0.5
 
 
 def test_pruning_nothing_changes_nothing():

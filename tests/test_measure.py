@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import (Timing, benchmark, compare, count_flops, count_macs, count_params, layer_times,
+from helpers import (Timing, benchmark, compare, count_flops, count_macs, count_params, layer_times, time_models,
                      model_size, num_threads, small_vgg)
 from helpers.measure import layer_kind
 
@@ -153,6 +153,19 @@ def test_compare_table_and_interleaved_ratio():
 def test_compare_rejects_a_non_dict():
     with pytest.raises(TypeError, match="dict"):
         compare([nn.Linear(2, 2)], torch.randn(1, 2))
+
+
+def test_time_models_races_plain_functions_too():
+    x = torch.randn(1, 4)
+    table = time_models({"sleepy": lambda x: time.sleep(0.004) or x, "linear": nn.Linear(4, 4)}, x, warmup=1, repeat=6)
+    assert list(table.columns) == ["latency_ms", "spread_ms", "speedup"]
+    assert table.loc["sleepy", "latency_ms"] >= 4 and table.loc["linear", "speedup"] > 3
+    with pytest.raises(TypeError, match="model or function"):
+        time_models([nn.Linear(4, 4)], x)
+    with pytest.raises(TypeError, match="nn.Module"):
+        time_models({"not callable": 3}, x)
+    with pytest.raises(ValueError, match="example input"):
+        time_models({"linear": nn.Linear(4, 4)})
 
 
 def test_layer_times_attributes_time_to_the_right_kind():

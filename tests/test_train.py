@@ -99,3 +99,15 @@ def test_cached_model_rejects_bad_names_and_builders(cache_dir):
         cached_model("../escape", lambda: nn.Linear(2, 2), lambda m: None)
     with pytest.raises(TypeError, match="build"):
         cached_model("x", lambda: "not a model", lambda m: None)
+
+
+def test_trained_small_vgg_trains_the_course_model_once(cache_dir, monkeypatch):
+    calls = []
+    monkeypatch.setattr(train_module, "fit", lambda model, data, **args: calls.append((len(data), args)))
+    first = train_module.trained_small_vgg()
+    second = train_module.trained_small_vgg()
+    assert len(calls) == 1, "the second call must load the cached weights"
+    assert calls[0][1]["epochs"] >= 1 and calls[0][0] > 0
+    assert not first.training and [type(m) for m in first] == [type(m) for m in second]
+    assert torch.equal(first[0].weight, second[0].weight)
+    assert list(cache_dir.glob("small_vgg*.pt"))
