@@ -11,6 +11,11 @@ Pruning:
 * :func:`prune_channels`: remove whole output channels of the convolutions and rebuild smaller
   dense layers (Conv -> BN -> Conv, and Conv -> Flatten -> Linear), so the model really shrinks.
 * :func:`sparsity`: the fraction of conv and linear weights that are zero.
+
+Quantization:
+
+* :func:`quantize`: an int8 copy of a model for CPU inference (post-training static quantization).
+* :func:`quantized_engine`: which of PyTorch's quantized CPU engines it uses on this machine.
 """
 import copy
 
@@ -163,3 +168,89 @@ def _smaller_linear(linear, keep_in):
     if linear.bias is not None:
         new.bias.data.copy_(linear.bias.detach())
     return new
+
+
+# ---------------------------------------------------------------- quantization
+
+QUANTIZABLE = (nn.Conv2d, nn.BatchNorm2d, nn.Linear, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten,
+               nn.Dropout, nn.Identity)
+ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")  # PyTorch's quantized CPU engines, best first on x86
+
+
+def _supported_engines():
+    return torch.backends.quantized.supported_engines
+
+
+def quantized_engine():
+    """The quantized CPU engine :func:`quantize` uses here: the first of ``ENGINES`` this PyTorch supports."""
+    supported = _supported_engines()
+    for engine in ENGINES:
+        if engine in supported:
+            return engine
+    raise RuntimeError(f"this PyTorch build has no quantized CPU engine (supported: {supported}), so it cannot "
+                       "run int8 models; install an official PyTorch wheel for x86-64 or ARM64")
+
+
+def _fusable_groups(model):
+    """Names of the [Conv2d, BatchNorm2d, ReLU], [Conv2d, BatchNorm2d], [Conv2d, ReLU] and [Linear, ReLU] runs."""
+    groups, i = [], 0
+    while i < len(model):
+        run = [i]
+        if isinstance(model[i], nn.Conv2d):
+            if i + 1 < len(model) and isinstance(model[i + 1], nn.BatchNorm2d):
+                run.append(i + 1)
+            if run[-1] + 1 < len(model) and isinstance(model[run[-1] + 1], nn.ReLU):
+                run.append(run[-1] + 1)
+        elif isinstance(model[i], nn.Linear) and i + 1 < len(model) and isinstance(model[i + 1], nn.ReLU):
+            run.append(i + 1)
+        if len(run) > 1:
+            groups.append([str(j) for j in run])
+        i = run[-1] + 1
+    return groups
+
+
+def quantize(model, calibration_data, *, batches=8, batch_size=64):
+    """An int8 copy of ``model`` for CPU inference: post-training static quantization.
+
+    This is PyTorch's eager flow (``torch.ao.quantization``), the one that runs real int8 kernels on
+    the CPU without a compiler: Conv-BN-ReLU runs are fused, observers record the activations' ranges
+    on ``batches`` batches of ``calibration_data`` (a Dataset of (image, label) pairs), weights are
+    quantized per output channel (symmetric int8) and activations per tensor (affine uint8).
+    ``torch.ao.quantization`` (and the quantized tensor type it builds on) is deprecated in favour of
+    torchao; notebook 06 explains this, and the deprecation warnings are silenced here only.
+
+    ``model`` must be an ``nn.Sequential`` of Conv2d, BatchNorm2d, ReLU, pooling, Flatten, Dropout and
+    Linear layers, such as ``helpers.small_vgg()`` or a model pruned with :func:`prune_channels`.
+    The quantized engine (see :func:`quantized_engine`) is selected globally, as PyTorch requires.
+    """
+    import warnings
+
+    import torch.ao.quantization as tq
+    from torch.utils.data import DataLoader, Dataset
+
+    if not isinstance(model, nn.Sequential):
+        raise TypeError("quantize handles nn.Sequential models such as helpers.small_vgg(); "
+                        f"got {type(model).__name__}. Other models need torchao's pt2e flow (notebook 06).")
+    for i, layer in enumerate(model):
+        if not isinstance(layer, QUANTIZABLE):
+            raise TypeError(f"layer {i} ({type(layer).__name__}) has no int8 version in this flow; quantize handles "
+                            "Conv2d, BatchNorm2d, ReLU, pooling, Flatten, Dropout and Linear layers")
+    if not isinstance(calibration_data, Dataset) or len(calibration_data) == 0:
+        raise TypeError("calibration_data must be a non-empty Dataset of (image, label) pairs, "
+                        "such as load_dataset('fashion-mnist')")
+    engine = quantized_engine()
+    torch.backends.quantized.engine = engine
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Please use quant_min and quant_max")
+        warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel")
+        fused = tq.fuse_modules(copy.deepcopy(model).cpu().eval(), _fusable_groups(model))
+        wrapped = nn.Sequential(tq.QuantStub(), fused, tq.DeQuantStub()).eval()
+        wrapped.qconfig = tq.get_default_qconfig(engine)
+        prepared = tq.prepare(wrapped)
+        with torch.inference_mode():
+            for b, (images, _) in enumerate(DataLoader(calibration_data, batch_size=batch_size)):
+                if b == batches:
+                    break
+                prepared(images)
+        return tq.convert(prepared)

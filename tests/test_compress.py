@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import count_params, small_net, small_vgg
-from helpers.compress import make_permanent, prune_channels, prune_unstructured, sparsity
+from helpers import count_params, model_size, small_net, small_vgg
+from helpers import compress
+from helpers.compress import make_permanent, prune_channels, prune_unstructured, quantize, quantized_engine, sparsity
 
 X = torch.randn(4, 1, 28, 28)
 
@@ -105,3 +106,42 @@ def test_channel_pruning_rejects_what_it_cannot_rebuild():
         prune_channels(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)), 0.5)
     with pytest.raises(TypeError, match="Module"):
         prune_unstructured("model", 0.5)
+
+
+# ---------------------------------------------------------------- quantization
+
+def calibration(n=64, seed=0):
+    images = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.TensorDataset(images, torch.zeros(n, dtype=torch.long))
+
+
+def test_quantize_gives_a_4x_smaller_int8_model_with_close_outputs():
+    net = trained_looking(small_vgg(width=8))
+    quantized = quantize(net, calibration(), batches=2, batch_size=32)
+    assert model_size(net) / model_size(quantized) > 3.5
+    assert any("quantized" in type(m).__module__ for m in quantized.modules()), "int8 modules expected"
+    x = calibration(8, seed=1).tensors[0]
+    reference, output = net(x), quantized(x)
+    assert output.shape == reference.shape and output.dtype == torch.float32
+    assert (output - reference).norm() / reference.norm() < 0.1
+    torch.testing.assert_close(net(x), reference)  # the original is untouched
+
+
+def test_quantize_works_on_a_channel_pruned_model():
+    pruned = prune_channels(trained_looking(small_vgg(width=8)), 0.5)
+    assert quantize(pruned, calibration(), batches=1)(X).shape == (4, 10)
+
+
+def test_quantize_says_what_it_cannot_quantize():
+    with pytest.raises(TypeError, match="nn.Sequential"):
+        quantize(nn.Linear(784, 10), calibration())
+    with pytest.raises(TypeError, match=r"layer 1 \(Sigmoid\)"):
+        quantize(nn.Sequential(nn.Linear(784, 10), nn.Sigmoid()), calibration())
+    with pytest.raises(TypeError, match="calibration_data"):
+        quantize(small_vgg(width=8), torch.randn(4, 1, 28, 28))
+
+
+def test_quantize_explains_a_missing_engine(monkeypatch):
+    monkeypatch.setattr(compress, "_supported_engines", lambda: ["none"])
+    with pytest.raises(RuntimeError, match="no quantized CPU engine"):
+        quantized_engine()
