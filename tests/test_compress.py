@@ -4,7 +4,8 @@ from torch import nn
 
 from helpers import count_params, model_size, small_net, small_vgg
 from helpers import compress
-from helpers.compress import make_permanent, prune_channels, prune_unstructured, quantize, quantized_engine, sparsity
+from helpers.compress import (distill, distillation_loss, low_rank, make_permanent, prune_channels, prune_unstructured,
+                              quantize, quantized_engine, sparsity)
 
 X = torch.randn(4, 1, 28, 28)
 
@@ -145,3 +146,73 @@ def test_quantize_explains_a_missing_engine(monkeypatch):
     monkeypatch.setattr(compress, "_supported_engines", lambda: ["none"])
     with pytest.raises(RuntimeError, match="no quantized CPU engine"):
         quantized_engine()
+
+
+# ---------------------------------------------------------------- distillation and low rank
+
+def test_distillation_loss_is_hintons_formula():
+    torch.manual_seed(0)
+    s, t, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
+    T, alpha = 3.0, 0.7
+    p_t, log_p_s = torch.softmax(t / T, 1), torch.log_softmax(s / T, 1)
+    kl = (p_t * (p_t.log() - log_p_s)).sum(1).mean()
+    expected = alpha * T * T * kl + (1 - alpha) * torch.nn.functional.cross_entropy(s, y)
+    torch.testing.assert_close(distillation_loss(s, t, y, T, alpha), expected)
+    torch.testing.assert_close(distillation_loss(s, t, y, T, 0.0), torch.nn.functional.cross_entropy(s, y))
+    assert distillation_loss(t, t, y, T, 1.0).abs() < 1e-6, "a student equal to its teacher has no soft loss"
+
+
+def test_distill_trains_the_student_towards_the_teacher():
+    torch.manual_seed(0)
+    teacher = nn.Linear(4, 3)
+    x = torch.randn(256, 4)
+    data = torch.utils.data.TensorDataset(x, teacher(x).argmax(1).detach())
+    student = nn.Linear(4, 3)
+    before = distillation_loss(student(x), teacher(x), data.tensors[1]).item()
+    teacher_weight = teacher.weight.detach().clone()
+    distill(student, teacher, data, epochs=5, lr=0.05, batch_size=32, progress=False)
+    assert distillation_loss(student(x), teacher(x), data.tensors[1]).item() < before / 2
+    assert torch.equal(teacher.weight, teacher_weight), "the teacher must not change"
+
+
+@pytest.mark.parametrize("kwargs, match", [({"T": 0}, "T must be"), ({"T": -1.0}, "T must be"),
+                                           ({"alpha": 1.5}, r"\[0, 1\]"), ({"alpha": -0.1}, r"\[0, 1\]")])
+def test_distillation_rejects_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        distillation_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, dtype=torch.long), **kwargs)
+    with pytest.raises(ValueError, match=match):
+        distill(nn.Linear(2, 3), nn.Linear(2, 3), calibration(), **kwargs)
+
+
+def test_low_rank_error_is_the_dropped_singular_values():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    small = low_rank(net, rank=8, layers=["1"])
+    first, second = small[1]
+    assert first.weight.shape == (8, 784) and second.weight.shape == (64, 8)
+    assert count_params(small[1]) == 8 * (784 + 64) + 64
+    singular = torch.linalg.svdvals(net[1].weight.detach())
+    error = (second.weight @ first.weight - net[1].weight).norm() ** 2
+    torch.testing.assert_close(error, (singular[8:] ** 2).sum(), rtol=1e-4, atol=1e-4)
+    assert small[3] is not net[3] and isinstance(small[3], nn.Linear), "only the named layer is replaced"
+
+
+def test_full_rank_changes_nothing_and_energy_picks_the_rank():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
+    x = torch.randn(4, 20)
+    full = low_rank(low_rank(net, rank=20, layers=["0"]), rank=5, layers=["2"])  # each at its full rank
+    torch.testing.assert_close(full(x), net(x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(low_rank(net, energy=1.0)(x), net(x), rtol=1e-4, atol=1e-5)
+    s = torch.linalg.svdvals(net[0].weight.detach())
+    kept = torch.cumsum(s ** 2, 0) / (s ** 2).sum()
+    r = low_rank(net, energy=0.5, layers=["0"])[0][0].out_features
+    assert kept[r - 1] >= 0.5 and (r == 1 or kept[r - 2] < 0.5)
+
+
+@pytest.mark.parametrize("kwargs, match", [({"rank": 0}, "whole number >= 1"), ({"rank": 6}, "at most 5"),
+                                           ({}, "either rank"), ({"rank": 2, "energy": 0.9}, "either rank"),
+                                           ({"energy": 1.5}, r"\(0, 1\]"), ({"rank": 2, "layers": ["9"]}, "not a Linear")])
+def test_low_rank_rejects_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        low_rank(nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5)), **kwargs)
