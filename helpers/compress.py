@@ -16,13 +16,16 @@ Quantization:
 
 * :func:`quantize`: an int8 copy of a model for CPU inference (post-training static quantization).
 * :func:`quantized_engine`: which of PyTorch's quantized CPU engines it uses on this machine.
+* :func:`ao_warnings_off`: silence ``torch.ao.quantization``'s deprecation warnings in a ``with`` block.
 
 Distillation and low rank:
 
 * :func:`distillation_loss` and :func:`distill`: train a student on a teacher's softened outputs.
 * :func:`low_rank`: replace Linear layers by two thinner ones from a truncated SVD.
 """
+import contextlib
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -214,6 +217,21 @@ def _fusable_groups(model):
     return groups
 
 
+@contextlib.contextmanager
+def ao_warnings_off():
+    """Silence the deprecation warnings of ``torch.ao.quantization`` and of its quantized tensor types.
+
+    They say that the eager flow and the ``quint8``/``qint8`` tensors will go in favour of torchao; in
+    PyTorch 2.14 they still run, and notebook 06 explains why the course still uses them. Only these
+    three warnings are silenced, only inside the ``with`` block.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="Please use quant_min and quant_max")
+        warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel")
+        yield
+
+
 def quantize(model, calibration_data, *, batches=8, batch_size=64):
     """An int8 copy of ``model`` for CPU inference: post-training static quantization.
 
@@ -222,14 +240,13 @@ def quantize(model, calibration_data, *, batches=8, batch_size=64):
     on ``batches`` batches of ``calibration_data`` (a Dataset of (image, label) pairs), weights are
     quantized per output channel (symmetric int8) and activations per tensor (affine uint8).
     ``torch.ao.quantization`` (and the quantized tensor type it builds on) is deprecated in favour of
-    torchao; notebook 06 explains this, and the deprecation warnings are silenced here only.
+    torchao; notebook 06 explains this, and the deprecation warnings are silenced here
+    (:func:`ao_warnings_off`).
 
     ``model`` must be an ``nn.Sequential`` of Conv2d, BatchNorm2d, ReLU, pooling, Flatten, Dropout and
     Linear layers, such as ``helpers.small_vgg()`` or a model pruned with :func:`prune_channels`.
     The quantized engine (see :func:`quantized_engine`) is selected globally, as PyTorch requires.
     """
-    import warnings
-
     import torch.ao.quantization as tq
     from torch.utils.data import DataLoader, Dataset
 
@@ -245,10 +262,7 @@ def quantize(model, calibration_data, *, batches=8, batch_size=64):
                         "such as load_dataset('fashion-mnist')")
     engine = quantized_engine()
     torch.backends.quantized.engine = engine
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message="Please use quant_min and quant_max")
-        warnings.filterwarnings("ignore", message="torch.quantize_per_tensor, torch.quantize_per_channel")
+    with ao_warnings_off():
         fused = tq.fuse_modules(copy.deepcopy(model).cpu().eval(), _fusable_groups(model))
         wrapped = nn.Sequential(tq.QuantStub(), fused, tq.DeQuantStub()).eval()
         wrapped.qconfig = tq.get_default_qconfig(engine)

@@ -131,8 +131,8 @@ def trained_small_vgg():
     """The course's VGG-like net (:func:`helpers.small_vgg`) trained on Fashion-MNIST, from the cache.
 
     The lessons on pruning, quantization, distillation, low rank and fusion all start from this one
-    model. The first call trains it: five epochs on the 60,000 training images (a few minutes on a
-    laptop CPU), or four quick epochs on the 2,000-image subset in fast mode.
+    model. The first call trains it: five epochs on the 60,000 training images (about ten minutes
+    on two CPU cores), or four quick epochs on the 2,000-image subset in fast mode.
     """
     from .data import load_dataset
     from .models import small_vgg
