@@ -3,6 +3,7 @@
 Each is a short ``nn.Sequential`` or module whose layers read like the diagram in the lesson
 that uses it, so that pruning, folding and quantization can find their layers by name.
 """
+import torch
 from torch import nn
 
 
@@ -72,4 +73,62 @@ def small_net(block="plain", width=1.0, num_classes=10, in_channels=1):
         _block(block, c0, c1, 2), _block(block, c1, c1, 1),
         _block(block, c1, c2, 2), _block(block, c2, c2, 1),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c2, num_classes),
+    )
+
+
+# ---------------------------------------------------------------- blocks with parallel branches (notebooks 09, 10)
+
+def _conv_bn(c_in, c_out, kernel_size, stride=1):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel_size, stride, kernel_size // 2, bias=False), nn.BatchNorm2d(c_out))
+
+
+class RepVGGBlock(nn.Module):
+    """Ding et al. (2021)'s training-time block: 3x3 conv-BN + 1x1 conv-BN (+ a BN on the identity when
+    the shapes allow), summed, then ReLU. ``helpers.compress.reparameterize`` turns it into one 3x3 conv."""
+
+    def __init__(self, c_in, c_out, stride=1):
+        super().__init__()
+        self.conv3, self.conv1 = _conv_bn(c_in, c_out, 3, stride), _conv_bn(c_in, c_out, 1, stride)
+        self.identity = nn.BatchNorm2d(c_out) if c_in == c_out and stride == 1 else None
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.conv3(x) + self.conv1(x)
+        if self.identity is not None:
+            out = out + self.identity(x)
+        return self.relu(out)
+
+
+class TreeBlock(nn.Module):
+    """An Inception-like block: three branches on the same input, concatenated along channels, then ReLU.
+
+    ``branch1`` is a 1x1 conv-BN, ``branch3`` a 3x3 conv-BN, and ``deep`` a 1x1 conv-BN-ReLU followed by
+    a 3x3 conv-BN. The first two are linear and merge exactly into one conv; the ReLU inside ``deep``
+    makes it non-linear, so ``helpers.compress.merge_tree_blocks`` fits it by least squares.
+    """
+
+    def __init__(self, c_in, c1, c3, c_reduce, c_deep):
+        super().__init__()
+        self.branch1, self.branch3 = _conv_bn(c_in, c1, 1), _conv_bn(c_in, c3, 3)
+        self.deep = nn.Sequential(*_conv_bn(c_in, c_reduce, 1), nn.ReLU(inplace=True), *_conv_bn(c_reduce, c_deep, 3))
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.relu(torch.cat([self.branch1(x), self.branch3(x), self.deep(x)], dim=1))
+
+
+def tree_net(num_classes=10, in_channels=1):
+    """The course's Inception-like "tree" net (about 296,000 parameters) for 28x28 images.
+
+    3x3 stem (32 channels) -> tree block (64) -> max-pool -> tree block (128) -> 4x4 max-pool (to 3x3)
+    -> Linear(1152, 200) -> Linear(200, classes). An ``nn.Sequential``, so that merging its tree blocks
+    (notebook 09) leaves a plain chain of layers that pruning and quantization handle.
+    """
+    return nn.Sequential(
+        *_conv_bn_relu(in_channels, 32),
+        TreeBlock(32, 16, 32, 16, 16), nn.MaxPool2d(2),
+        TreeBlock(64, 32, 64, 32, 32), nn.MaxPool2d(4),
+        nn.Flatten(),
+        nn.Linear(128 * 3 * 3, 200), nn.ReLU(inplace=True), nn.Dropout(0.3),
+        nn.Linear(200, num_classes),
     )

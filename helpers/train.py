@@ -47,7 +47,9 @@ def fit(model, train_data, *, epochs=1, lr=1e-3, batch_size=128, val_data=None, 
 
     The history is a list with one dict per epoch: ``loss`` (mean training loss), ``train_acc``
     (accuracy on the batches as they were seen) and, when ``val_data`` is given, ``val_acc``.
-    ``loss_fn(model, images, labels)`` replaces the cross-entropy loss (distillation uses it).
+    ``loss_fn(model, images, labels)`` replaces the cross-entropy loss (distillation uses it); when
+    the data yields more than ``(image, label)``, the extra items of the batch are passed after
+    ``labels`` (distillation passes the teacher's precomputed logits that way).
     The model is trained on :func:`helpers.device` and left there.
     """
     if not isinstance(model, nn.Module):
@@ -67,13 +69,13 @@ def fit(model, train_data, *, epochs=1, lr=1e-3, batch_size=128, val_data=None, 
     for epoch in range(1, epochs + 1):
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
-        for images, labels in bar:
+        for images, labels, *extra in bar:
             images, labels = images.to(where), labels.to(where)
             if loss_fn is None:
                 outputs = model(images)
                 loss = nn.functional.cross_entropy(outputs, labels)
             else:
-                outputs, loss = loss_fn(model, images, labels)
+                outputs, loss = loss_fn(model, images, labels, *(item.to(where) for item in extra))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -127,6 +129,15 @@ def cached_model(name, build, train, *, fast=None):
     return model.cpu().eval()
 
 
+def _trained(name, build):
+    from .data import load_dataset
+
+    def train(model):
+        fit(model, load_dataset("fashion-mnist"), epochs=4 if FAST else 5, lr=1e-3, batch_size=128)
+
+    return cached_model(name, build, train)
+
+
 def trained_small_vgg():
     """The course's VGG-like net (:func:`helpers.small_vgg`) trained on Fashion-MNIST, from the cache.
 
@@ -134,10 +145,14 @@ def trained_small_vgg():
     model. The first call trains it: five epochs on the 60,000 training images (about ten minutes
     on two CPU cores), or four quick epochs on the 2,000-image subset in fast mode.
     """
-    from .data import load_dataset
     from .models import small_vgg
 
-    def train(model):
-        fit(model, load_dataset("fashion-mnist"), epochs=4 if FAST else 5, lr=1e-3, batch_size=128)
+    return _trained("small_vgg", small_vgg)
 
-    return cached_model("small_vgg", small_vgg, train)
+
+def trained_tree_net():
+    """The course's Inception-like "tree" net (:func:`helpers.tree_net`), trained like
+    :func:`trained_small_vgg` and cached; notebooks 09 and 10 use it."""
+    from .models import tree_net
+
+    return _trained("tree_net", tree_net)

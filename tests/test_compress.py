@@ -1,11 +1,14 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from helpers import count_params, model_size, small_net, small_vgg
+from helpers.models import RepVGGBlock, TreeBlock, tree_net
 from helpers import compress
 from helpers.compress import (distill, distillation_loss, low_rank, make_permanent, prune_channels, prune_unstructured,
-                              quantize, quantized_engine, sparsity)
+                              quantize, quantized_engine, sparsity, teacher_logits)
 
 X = torch.randn(4, 1, 28, 28)
 
@@ -175,6 +178,26 @@ def test_distill_trains_the_student_towards_the_teacher():
     assert torch.equal(teacher.weight, teacher_weight), "the teacher must not change"
 
 
+def test_distill_with_precomputed_logits_trains_the_same_student():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(200, 4)
+    data = torch.utils.data.TensorDataset(x, torch.randint(0, 3, (200,)))
+    logits = teacher_logits(teacher, data, batch_size=64)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, teacher(x))
+    torch.manual_seed(1)
+    live = nn.Linear(4, 3)
+    cached = copy.deepcopy(live)
+    distill(live, teacher, data, epochs=2, batch_size=32, progress=False)
+    distill(cached, logits, data, epochs=2, batch_size=32, progress=False)
+    torch.testing.assert_close(cached.weight, live.weight)
+    with pytest.raises(ValueError, match="one row per item"):
+        distill(cached, logits[:100], data)
+    with pytest.raises(TypeError, match="teacher must be"):
+        distill(cached, "teacher", data)
+
+
 @pytest.mark.parametrize("kwargs, match", [({"T": 0}, "T must be"), ({"T": -1.0}, "T must be"),
                                            ({"alpha": 1.5}, r"\[0, 1\]"), ({"alpha": -0.1}, r"\[0, 1\]")])
 def test_distillation_rejects_bad_settings(kwargs, match):
@@ -216,3 +239,95 @@ def test_full_rank_changes_nothing_and_energy_picks_the_rank():
 def test_low_rank_rejects_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         low_rank(nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5)), **kwargs)
+
+
+# ---------------------------------------------------------------- fusion and re-parameterisation
+
+def _random_bn(model):
+    """Give every BatchNorm non-trivial statistics and affine parameters, so folding has work to do."""
+    for bn in model.modules():
+        if isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.data.uniform_(0.5, 1.5)
+            bn.bias.data.uniform_(-1, 1)
+    return model.eval()
+
+
+def test_fold_bn_and_fuse_bn_compute_the_same_function():
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 5, 3, padding=1), _random_bn(nn.BatchNorm2d(5))
+    x = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(compress.fold_bn(conv, bn)(x), bn(conv(x)))
+    linear, bn1 = nn.Linear(6, 4), _random_bn(nn.BatchNorm1d(4))
+    v = torch.randn(3, 6)
+    torch.testing.assert_close(compress.fold_bn(linear, bn1)(v), bn1(linear(v)))
+
+    net = _random_bn(small_vgg(width=4))
+    fused = compress.fuse_bn(net)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules()), "the original is left as it was"
+    torch.testing.assert_close(fused(X), net(X))
+    assert count_params(fused) < count_params(net)
+
+
+def test_fold_bn_rejects_mismatched_layers():
+    with pytest.raises(ValueError, match="has 4 channels"):
+        compress.fold_bn(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(4))
+    with pytest.raises(TypeError, match="Conv2d or Linear"):
+        compress.fold_bn(nn.ReLU(), nn.BatchNorm2d(4))
+    with pytest.raises(TypeError, match="BatchNorm"):
+        compress.fold_bn(nn.Conv2d(3, 5, 3), nn.LayerNorm(5))
+
+
+@pytest.mark.parametrize("how", ["sum", "concat"])
+def test_merge_parallel_equals_the_branches(how):
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(4, 6, k, stride=2, padding=k // 2) for k in (1, 3, 5)]
+    x = torch.randn(2, 4, 11, 11)
+    merged = compress.merge_parallel(convs, how)
+    outputs = [c(x) for c in convs]
+    expected = sum(outputs) if how == "sum" else torch.cat(outputs, 1)
+    torch.testing.assert_close(merged(x), expected)
+    assert merged.kernel_size == (5, 5)
+
+
+def test_merge_parallel_rejects_what_cannot_merge():
+    with pytest.raises(ValueError, match="same input"):
+        compress.merge_parallel([nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(5, 6, 3, padding=1)])
+    with pytest.raises(ValueError, match="same out_channels"):
+        compress.merge_parallel([nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(4, 7, 3, padding=1)])
+    with pytest.raises(ValueError, match="'same' zero padding"):
+        compress.merge_parallel([nn.Conv2d(4, 6, 3, padding=0)])
+    with pytest.raises(ValueError, match="'sum' or 'concat'"):
+        compress.merge_parallel([nn.Conv2d(4, 6, 3, padding=1)], how="add")
+
+
+def test_reparameterize_repvgg_is_exact():
+    torch.manual_seed(0)
+    net = _random_bn(nn.Sequential(RepVGGBlock(4, 4), RepVGGBlock(4, 8, stride=2), nn.Flatten(), nn.Linear(8 * 16, 3)))
+    x = torch.randn(2, 4, 8, 8)
+    merged = compress.reparameterize(net)
+    assert [type(m) for m in merged] == [nn.Conv2d, nn.ReLU, nn.Conv2d, nn.ReLU, nn.Flatten, nn.Linear]
+    torch.testing.assert_close(merged(x), net(x))
+    with pytest.raises(ValueError, match="no RepVGGBlock"):
+        compress.reparameterize(small_vgg(width=4))
+
+
+def test_fit_conv_recovers_a_conv_and_merge_tree_blocks_approximates_the_tree():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1).eval()
+    x = torch.randn(2, 3, 9, 9)
+    fitted = compress.fit_conv(conv, x)
+    torch.testing.assert_close(fitted.weight, conv.weight, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="odd"):
+        compress.fit_conv(conv, x, kernel_size=2)
+
+    net = _random_bn(tree_net())
+    images = torch.randn(32, 1, 28, 28)
+    merged = compress.merge_tree_blocks(net, torch.utils.data.TensorDataset(images, torch.zeros(32)), images=32)
+    assert not any(isinstance(m, TreeBlock) for m in merged)
+    assert sum(isinstance(m, nn.Conv2d) for m in merged) == 3
+    # the linear branches are exact; the deep branch is a least-squares fit, close but not equal
+    error = (merged(images) - net(images)).abs().max() / net(images).abs().max()
+    assert 0 < error < 0.05

@@ -44,3 +44,13 @@ def test_small_net_rejects_bad_choices():
         small_net("vgg")
     with pytest.raises(ValueError, match="width"):
         small_net("plain", width=0)
+
+
+def test_tree_net_is_the_documented_size_and_its_blocks_run():
+    from helpers import RepVGGBlock, tree_net
+
+    net = tree_net().eval()
+    assert count_params(net) == 296_162
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert RepVGGBlock(4, 4)(torch.randn(1, 4, 6, 6)).shape == (1, 4, 6, 6)
+    assert RepVGGBlock(4, 8, stride=2).identity is None, "no identity branch when the shape changes"

@@ -101,13 +101,14 @@ def test_cached_model_rejects_bad_names_and_builders(cache_dir):
         cached_model("x", lambda: "not a model", lambda m: None)
 
 
-def test_trained_small_vgg_trains_the_course_model_once(cache_dir, monkeypatch):
+@pytest.mark.parametrize("name", ["small_vgg", "tree_net"])
+def test_trained_models_are_trained_once(cache_dir, monkeypatch, name):
     calls = []
     monkeypatch.setattr(train_module, "fit", lambda model, data, **args: calls.append((len(data), args)))
-    first = train_module.trained_small_vgg()
-    second = train_module.trained_small_vgg()
+    first = getattr(train_module, f"trained_{name}")()
+    second = getattr(train_module, f"trained_{name}")()
     assert len(calls) == 1, "the second call must load the cached weights"
     assert calls[0][1]["epochs"] >= 1 and calls[0][0] > 0
     assert not first.training and [type(m) for m in first] == [type(m) for m in second]
     assert torch.equal(first[0].weight, second[0].weight)
-    assert list(cache_dir.glob("small_vgg*.pt"))
+    assert list(cache_dir.glob(f"{name}*.pt"))
