@@ -16,6 +16,8 @@ example), a warning gives both numbers.
 Latency is measured under ``torch.inference_mode`` with a fixed thread count, after warm-up
 calls, as the median of many calls with the spread (inter-quartile range) beside it;
 :func:`compare` interleaves the models so that a noisy neighbour slows all of them alike.
+:func:`try_compile` gives a ``torch.compile``'d model to time beside the others, where this
+machine can compile one.
 """
 import contextlib
 import copy
@@ -360,3 +362,18 @@ def layer_times(model, *inputs, threads=1, warmup=3, repeat=20):
     table["share"] = table["ms"] / table["ms"].sum()
     table["work"] = ["tensor" if kind in TENSOR_KINDS else "non-tensor" for kind in table.index]
     return table
+
+
+def try_compile(model, *example_inputs):
+    """``torch.compile(model)`` after one trial call on ``example_inputs``, or None (saying why) where
+    this machine cannot compile: Inductor builds its CPU kernels with a C++ compiler (g++ or clang)."""
+    _check_model(model)
+    compiled = torch.compile(model)
+    try:
+        with torch.inference_mode():
+            compiled(*example_inputs)
+        return compiled
+    except Exception as error:  # usually: no C++ compiler for Inductor's kernels
+        print(f"torch.compile failed here ({type(error).__name__}: {str(error)[:200]}); the compiled rows are "
+              "left out. Inductor needs a C++ compiler (g++ or clang) to build its CPU kernels.")
+        return None

@@ -184,3 +184,18 @@ def test_layer_kind():
     assert [layer_kind(m) for m in (nn.Conv2d(1, 1, 1), nn.Linear(1, 1), nn.BatchNorm2d(1), nn.MaxPool2d(2),
                                      nn.ReLU6(), nn.Flatten())] == ["conv", "linear", "bn", "pool",
                                                                     "activation", "other"]
+
+
+def test_try_compile_returns_the_compiled_model_or_none_with_the_reason(monkeypatch, capsys):
+    import helpers.measure as measure
+
+    net = nn.Linear(3, 2)
+    monkeypatch.setattr(torch, "compile", lambda model: model)
+    assert measure.try_compile(net, torch.randn(1, 3)) is net
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", lambda model: broken)
+    assert measure.try_compile(net, torch.randn(1, 3)) is None
+    assert "no C++ compiler" in capsys.readouterr().out
