@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test install data unit notebooks browser clean-outputs
+.PHONY: lab test install data unit notebooks browser bench clean-outputs
 
 # JupyterLab refuses to start as root unless told to (containers and CI machines often run as root)
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -32,6 +32,9 @@ notebooks: data               ## only the notebooks (nbval, fast mode)
 
 browser: data                 ## only the browser test (screenshots in test-output/browser/)
 	COURSE_FAST=1 $(PY) -m pytest tests/test_browser.py
+
+bench: data                   ## the full compression pipeline on both models (~30 min; not part of make test)
+	$(PY) -m helpers.pipeline
 
 clean-outputs: install        ## re-run notebooks, keep only the outputs of NBVAL_CHECK_OUTPUT cells
 	COURSE_FAST=1 $(PY) tests/checked_outputs.py notebooks/*.ipynb

@@ -148,8 +148,14 @@ def count_flops(model, *inputs):
 
 
 def model_size(model):
-    """Bytes of the model's ``state_dict`` as ``torch.save`` writes it (what a file on disk would take)."""
+    """Bytes of the model's ``state_dict`` as ``torch.save`` writes it (what a file on disk would take).
+
+    A model that knows the size of its own file (``file_bytes()``, e.g. a frozen TorchScript model
+    from ``helpers.compress.freeze``) reports that instead.
+    """
     _check_model(model)
+    if hasattr(model, "file_bytes"):
+        return model.file_bytes()
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getbuffer().nbytes

@@ -331,3 +331,14 @@ def test_fit_conv_recovers_a_conv_and_merge_tree_blocks_approximates_the_tree():
     # the linear branches are exact; the deep branch is a least-squares fit, close but not equal
     error = (merged(images) - net(images)).abs().max() / net(images).abs().max()
     assert 0 < error < 0.05
+
+
+def test_freeze_keeps_the_function_and_reports_its_file_size():
+    torch.manual_seed(0)
+    net = _random_bn(small_vgg(width=4))
+    for channels_last in (False, True):
+        frozen = compress.freeze(net, X[:1], channels_last=channels_last)
+        torch.testing.assert_close(frozen(X), net(X), rtol=1e-4, atol=1e-5)  # traced at batch 1, runs at batch 4
+    assert abs(model_size(frozen) - model_size(net)) < 0.2 * model_size(net), "the saved graph holds the weights"
+    with pytest.raises(TypeError, match="torch.nn.Module"):
+        compress.freeze(lambda x: x, X)

@@ -1,0 +1,194 @@
+"""The end-to-end compression pipeline of notebook 10, and ``make bench`` (``python -m helpers.pipeline``).
+
+Each model goes through the steps of the course's source material, one after the other, each from
+:mod:`helpers.compress`, fine-tuning after every step that changes the function (distilling from the
+original model, whose logits are computed once):
+
+* tree net only: its tree blocks merged into single convolutions (:func:`~helpers.compress.merge_tree_blocks`);
+* channel pruning (:func:`~helpers.compress.prune_channels`);
+* low rank of the first fully connected layer (:func:`~helpers.compress.low_rank`);
+* BatchNorm folded into the convolutions (:func:`~helpers.compress.fuse_bn`);
+* int8 (:func:`~helpers.compress.quantize`);
+* int8, frozen by TorchScript (:func:`~helpers.compress.freeze`): the form one would deploy, with no
+  Python between layers.
+
+:func:`measure_steps` then measures every step, and two fp32 baselines, in one interleaved run.
+"""
+import argparse
+import json
+import os
+import tempfile
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from . import compress
+from .env import DATA_DIR, FAST, set_seed, summary
+from .measure import count_macs, count_params, model_size, time_models
+from .train import evaluate, trained_small_vgg, trained_tree_net
+
+RESULTS = DATA_DIR / "results"
+
+# What the source reports against its original models, on MNIST (speed-up at batch 1 on a CPU).
+SOURCE = {
+    "vgg": {"accuracy": 0.9731, "speed-up": 1.46, "smaller file": 52.4, "fewer params": 3.08},
+    "tree": {"accuracy": 0.983, "speed-up": 2.375, "smaller file": 4.72, "fewer params": 3.51},
+}
+
+# How hard each step compresses, and how many epochs of fine-tuning follow it (full mode; fast mode: 1).
+PLANS = {
+    "vgg": {"prune": 0.5, "rank": 16, "epochs": {"pruned": 5, "low rank": 2}},
+    "tree": {"prune": 0.5, "rank": 32, "epochs": {"merged": 2, "pruned": 5, "low rank": 2}},
+}
+MODELS = {"vgg": trained_small_vgg, "tree": trained_tree_net}
+
+
+def _flat(model):
+    """An ``nn.Sequential`` with nested ``nn.Sequential`` layers (from ``low_rank``) spliced in."""
+    layers = []
+    for layer in model:
+        layers += _flat(layer) if isinstance(layer, nn.Sequential) else [layer]
+    return nn.Sequential(*layers)
+
+
+def compress_steps(name, original, train_data, *, plan=None, fast=FAST, progress=False):
+    """The model after each step of the pipeline, as ``{step: model}`` (the first is ``original``).
+
+    ``name`` is "vgg" or "tree" (the tree net's blocks are merged first); ``plan`` overrides
+    :data:`PLANS`. Fine-tuning distils from ``original`` (T = 4, alpha = 0.5) on ``train_data``.
+    """
+    if name not in PLANS:
+        raise ValueError(f"unknown model {name!r}; choose one of {list(PLANS)}")
+    plan = plan or PLANS[name]
+    logits = compress.teacher_logits(original, train_data)
+
+    def tuned(model, step):
+        epochs = 1 if fast else plan["epochs"][step]
+        compress.distill(model, logits, train_data, T=4.0, alpha=0.5, epochs=epochs, seed=0, progress=progress)
+        return model.cpu().eval()
+
+    steps = {"original": original}
+    model = original
+    if name == "tree":
+        model = steps["branches merged"] = tuned(compress.merge_tree_blocks(model, train_data), "merged")
+    model = steps["channels pruned"] = tuned(compress.prune_channels(model, plan["prune"]), "pruned")
+    first_linear = next(n for n, m in model.named_modules() if isinstance(m, nn.Linear))
+    model = steps["low rank"] = tuned(_flat(compress.low_rank(model, plan["rank"], layers=[first_linear])), "low rank")
+    model = steps["BN folded"] = compress.fuse_bn(model)
+    int8 = steps["int8"] = compress.quantize(model, train_data)
+    steps["int8, TorchScript"] = compress.freeze(int8, train_data[0][0][None])
+    return steps
+
+
+def measure_steps(steps, test_data, *, repeat=30, threads=1):
+    """One row per step: accuracy, params, MACs, file size, batch-1 latency, batch-64 throughput, and
+    each as a ratio to the original (``x`` columns: how many times better).
+
+    Two fp32 baselines are timed with the steps: "original" (as trained) and "tuned fp32": the
+    original with BN folded, in ``channels_last`` layout, frozen by TorchScript (the fastest fp32
+    form of the same function we found at batch 1). Params and MACs of the int8 steps are those of
+    the fp32 model they were made from (the same arithmetic, on int8 numbers). All models are timed
+    interleaved in one run with ``threads`` threads; ratios are what to compare, not absolute times.
+    """
+    steps = dict(steps)
+    fp32 = {step: model for step, model in steps.items() if not step.startswith("int8")}
+    last_fp32 = list(fp32.values())[-1]
+    x1, x64 = torch.randn(1, 1, 28, 28), torch.randn(64, 1, 28, 28)
+    tuned = compress.freeze(compress.fuse_bn(steps["original"]), x1, channels_last=True)
+    timed = {**steps, "tuned fp32": tuned}
+    batch1 = time_models(timed, x1, threads=threads, repeat=repeat)
+    batch64 = time_models(timed, x64, threads=threads, repeat=max(5, repeat // 3))
+    rows = {}
+    for step, model in steps.items():
+        counted = fp32.get(step, last_fp32)
+        rows[step] = {"accuracy": evaluate(model, test_data), "params": count_params(counted),
+                      "MACs": count_macs(counted, x1), "size_bytes": model_size(model),
+                      "latency_b1_ms": batch1.loc[step, "latency_ms"], "spread_b1_ms": batch1.loc[step, "spread_ms"],
+                      "images_per_s_b64": 64e3 / batch64.loc[step, "latency_ms"]}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    first = table.iloc[0]
+    table["accuracy_change"] = table["accuracy"] - first["accuracy"]
+    table["x fewer params"] = first["params"] / table["params"]
+    table["x fewer MACs"] = first["MACs"] / table["MACs"]
+    table["x smaller file"] = first["size_bytes"] / table["size_bytes"]
+    table["x faster b1"] = first["latency_b1_ms"] / table["latency_b1_ms"]
+    table["x faster b1 vs tuned fp32"] = batch1.loc["tuned fp32", "latency_ms"] / table["latency_b1_ms"]
+    table["x throughput b64"] = table["images_per_s_b64"] / first["images_per_s_b64"]
+    table.attrs["tuned fp32 speed-up b1"] = batch1.loc["original", "latency_ms"] / batch1.loc["tuned fp32", "latency_ms"]
+    table.attrs["threads"] = threads
+    return table
+
+
+def source_comparison(tables):
+    """The source's table and ours side by side: ``tables`` maps "vgg"/"tree" to :func:`measure_steps` tables."""
+    rows = {}
+    for name, table in tables.items():
+        ours = table.iloc[-1]
+        rows[f"{name}, source (MNIST)"] = SOURCE[name]
+        rows[f"{name}, ours (Fashion-MNIST)"] = {"accuracy": ours["accuracy"], "speed-up": ours["x faster b1"],
+                                                  "smaller file": ours["x smaller file"],
+                                                  "fewer params": ours["x fewer params"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _write(path, text):
+    """Write ``text`` atomically; a previous file is kept beside it as ``*.previous``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        os.replace(path, path.with_name(path.name + ".previous"))
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        tmp.write(text)
+    os.chmod(tmp.name, 0o644)
+    os.replace(tmp.name, path)
+
+
+def markdown(tables):
+    """The benchmark as Markdown: one table per model, and the comparison with the source."""
+    columns = ["accuracy", "accuracy_change", "params", "x fewer params", "MACs", "size_bytes", "x smaller file",
+               "latency_b1_ms", "x faster b1", "x faster b1 vs tuned fp32", "images_per_s_b64", "x throughput b64"]
+    parts = []
+    for name, table in tables.items():
+        parts.append(f"### {name}\n\n{table[columns].round(4).to_markdown()}\n\n"
+                     f"tuned fp32 (BN folded, channels_last, TorchScript) vs original at batch 1: "
+                     f"{table.attrs['tuned fp32 speed-up b1']:.2f}x; {table.attrs['threads']} thread(s)")
+    parts.append(f"### against the source\n\n{source_comparison(tables).round(4).to_markdown()}")
+    return "\n\n".join(parts) + "\n"
+
+
+def run(names=("vgg", "tree"), *, repeat=30, out=RESULTS):
+    """The whole benchmark: every step of every model, measured; writes ``pipeline.json`` and ``pipeline.md``."""
+    from .data import load_dataset
+
+    set_seed(0)
+    train_data, test_data = load_dataset("fashion-mnist"), load_dataset("fashion-mnist", train=False)
+    if FAST:
+        train_data, test_data = Subset(train_data, range(1000)), Subset(test_data, range(500))
+    tables = {}
+    for name in names:
+        print(f"{name}: compressing ...", flush=True)
+        steps = compress_steps(name, MODELS[name](), train_data, progress=True)
+        print(f"{name}: measuring ...", flush=True)
+        tables[name] = measure_steps(steps, test_data, repeat=repeat)
+    record = {"machine": summary(), "plans": {n: PLANS[n] for n in names},
+              "models": {n: {"steps": t.to_dict(orient="index"), **t.attrs} for n, t in tables.items()},
+              "source": SOURCE}
+    _write(out / "pipeline.json", json.dumps(record, indent=1))
+    _write(out / "pipeline.md", markdown(tables))
+    return tables
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Run the compression pipeline on the course's models and measure it.")
+    parser.add_argument("models", nargs="*", default=["vgg", "tree"], choices=list(PLANS))
+    parser.add_argument("--repeat", type=int, default=30, help="timed calls per model and batch size (default 30)")
+    args = parser.parse_args(argv)
+    print(summary())
+    tables = run(args.models, repeat=args.repeat)
+    print(markdown(tables))
+    print(f"written: {RESULTS / 'pipeline.json'} and {RESULTS / 'pipeline.md'}")
+
+
+if __name__ == "__main__":
+    main()
