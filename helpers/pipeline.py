@@ -83,8 +83,9 @@ def compress_steps(name, original, train_data, *, plan=None, fast=FAST, progress
 
 
 def measure_steps(steps, test_data, *, repeat=30, threads=1):
-    """One row per step: accuracy, params, MACs, file size, batch-1 latency, batch-64 throughput, and
-    each as a ratio to the original (``x`` columns: how many times better).
+    """One row per step: accuracy, params, MACs, file size, batch-1 latency, batch-64 throughput (with
+    the spread, the inter-quartile range, of the timed calls), and each as a ratio to the original
+    (``x`` columns: how many times better).
 
     Two fp32 baselines are timed with the steps: "original" (as trained) and "tuned fp32": the
     original with BN folded, in ``channels_last`` layout, frozen by TorchScript (the fastest fp32
@@ -106,7 +107,8 @@ def measure_steps(steps, test_data, *, repeat=30, threads=1):
         rows[step] = {"accuracy": evaluate(model, test_data), "params": count_params(counted),
                       "MACs": count_macs(counted, x1), "size_bytes": model_size(model),
                       "latency_b1_ms": batch1.loc[step, "latency_ms"], "spread_b1_ms": batch1.loc[step, "spread_ms"],
-                      "images_per_s_b64": 64e3 / batch64.loc[step, "latency_ms"]}
+                      "images_per_s_b64": 64e3 / batch64.loc[step, "latency_ms"],
+                      "spread_b64_ms": batch64.loc[step, "spread_ms"]}
     table = pd.DataFrame.from_dict(rows, orient="index")
     first = table.iloc[0]
     table["accuracy_change"] = table["accuracy"] - first["accuracy"]
