@@ -183,11 +183,11 @@ def run(names=("vgg", "tree"), *, repeat=30, out=RESULTS):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Run the compression pipeline on the course's models and measure it.")
-    parser.add_argument("models", nargs="*", default=["vgg", "tree"], choices=list(PLANS))
+    parser.add_argument("models", nargs="*", choices=list(PLANS), help="which models (default: all)")
     parser.add_argument("--repeat", type=int, default=30, help="timed calls per model and batch size (default 30)")
     args = parser.parse_args(argv)
     print(summary())
-    tables = run(args.models, repeat=args.repeat)
+    tables = run(args.models or list(PLANS), repeat=args.repeat)
     print(markdown(tables))
     print(f"written: {RESULTS / 'pipeline.json'} and {RESULTS / 'pipeline.md'}")
 

@@ -40,3 +40,15 @@ def test_results_are_written_atomically_and_the_previous_report_is_kept(tmp_path
     assert path.read_text() == "second"
     assert (tmp_path / "results" / "pipeline.md.previous").read_text() == "first"
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_command_line_runs_every_model_by_default_and_refuses_unknown_ones(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(pipeline, "run", lambda names, repeat: calls.append((names, repeat)) or {})
+    monkeypatch.setattr(pipeline, "markdown", lambda tables: "")
+    pipeline.main([])
+    pipeline.main(["tree", "--repeat", "5"])
+    assert calls == [(["vgg", "tree"], 30), (["tree"], 5)]
+    with pytest.raises(SystemExit):
+        pipeline.main(["resnet"])
+    assert "invalid choice" in capsys.readouterr().err
