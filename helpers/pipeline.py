@@ -183,9 +183,12 @@ def run(names=("vgg", "tree"), *, repeat=30, out=RESULTS):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Run the compression pipeline on the course's models and measure it.")
-    parser.add_argument("models", nargs="*", choices=list(PLANS), help="which models (default: all)")
+    parser.add_argument("models", nargs="*", help=f"which of {', '.join(PLANS)} (default: all)")
     parser.add_argument("--repeat", type=int, default=30, help="timed calls per model and batch size (default 30)")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.models if name not in PLANS]
+    if unknown:  # checked here: argparse's `choices` refuses an empty list on Python 3.11
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(PLANS)}")
     print(summary())
     tables = run(args.models or list(PLANS), repeat=args.repeat)
     print(markdown(tables))

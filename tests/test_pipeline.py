@@ -51,4 +51,4 @@ def test_command_line_runs_every_model_by_default_and_refuses_unknown_ones(monke
     assert calls == [(["vgg", "tree"], 30), (["tree"], 5)]
     with pytest.raises(SystemExit):
         pipeline.main(["resnet"])
-    assert "invalid choice" in capsys.readouterr().err
+    assert "unknown model(s) resnet" in capsys.readouterr().err
