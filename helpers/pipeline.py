@@ -39,8 +39,8 @@ SOURCE = {
 
 # How hard each step compresses, and how many epochs of fine-tuning follow it (full mode; fast mode: 1).
 PLANS = {
-    "vgg": {"prune": 0.5, "rank": 16, "epochs": {"pruned": 5, "low rank": 2}},
-    "tree": {"prune": 0.5, "rank": 32, "epochs": {"merged": 2, "pruned": 5, "low rank": 2}},
+    "vgg": {"prune": 0.5, "rank": 16, "epochs": {"pruned": 2, "low rank": 1}},
+    "tree": {"prune": 0.5, "rank": 32, "epochs": {"merged": 1, "pruned": 2, "low rank": 1}},
 }
 MODELS = {"vgg": trained_small_vgg, "tree": trained_tree_net}
 
