@@ -33,7 +33,7 @@ notebooks: data               ## only the notebooks (nbval, fast mode)
 browser: data                 ## only the browser test (screenshots in test-output/browser/)
 	COURSE_FAST=1 $(PY) -m pytest tests/test_browser.py
 
-bench: data                   ## the full compression pipeline on both models (~30 min; not part of make test)
+bench: data                   ## the full compression pipeline on both models (~12-22 min; not part of make test)
 	$(PY) -m helpers.pipeline
 
 clean-outputs: install        ## re-run notebooks, keep only the outputs of NBVAL_CHECK_OUTPUT cells
