@@ -230,6 +230,14 @@ def _fusable_groups(model):
     return groups
 
 
+def _spliced(model):
+    """One ``nn.Sequential`` chain: the layers of nested ``nn.Sequential`` containers put in their place."""
+    layers = []
+    for layer in model:
+        layers += list(_spliced(layer)) if isinstance(layer, nn.Sequential) else [layer]
+    return nn.Sequential(*layers)
+
+
 @contextlib.contextmanager
 def ao_warnings_off():
     """Silence the deprecation warnings of ``torch.ao.quantization`` and of its quantized tensor types.
@@ -257,7 +265,8 @@ def quantize(model, calibration_data, *, batches=8, batch_size=64):
     (:func:`ao_warnings_off`).
 
     ``model`` must be an ``nn.Sequential`` of Conv2d, BatchNorm2d, ReLU, pooling, Flatten, Dropout and
-    Linear layers, such as ``helpers.small_vgg()`` or a model pruned with :func:`prune_channels`.
+    Linear layers, such as ``helpers.small_vgg()`` or a model pruned with :func:`prune_channels`;
+    nested ``nn.Sequential`` containers (the two thin layers :func:`low_rank` makes) are spliced into one chain.
     The quantized engine (see :func:`quantized_engine`) is selected globally, as PyTorch requires.
     """
     import torch.ao.quantization as tq
@@ -266,6 +275,7 @@ def quantize(model, calibration_data, *, batches=8, batch_size=64):
     if not isinstance(model, nn.Sequential):
         raise TypeError("quantize handles nn.Sequential models such as helpers.small_vgg(); "
                         f"got {type(model).__name__}. Other models need torchao's pt2e flow (notebook 06).")
+    model = _spliced(model)
     for i, layer in enumerate(model):
         if not isinstance(layer, QUANTIZABLE):
             raise TypeError(f"layer {i} ({type(layer).__name__}) has no int8 version in this flow; quantize handles "
@@ -459,20 +469,15 @@ def fuse_bn(model):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     model = copy.deepcopy(model).eval()
     for sequential in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        layers, i = list(sequential), 0
-        kept = []
-        while i < len(layers):
-            layer, following = layers[i], layers[i + 1] if i + 1 < len(layers) else None
-            if isinstance(layer, (nn.Conv2d, nn.Linear)) and isinstance(following, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                kept.append(fold_bn(layer, following))
-                i += 2
+        layers = []
+        for layer in sequential:
+            if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)) and layers and isinstance(layers[-1], (nn.Conv2d, nn.Linear)):
+                layers[-1] = fold_bn(layers[-1], layer)
             else:
-                kept.append(layer)
-                i += 1
-        for name in list(sequential._modules):
-            del sequential._modules[name]
-        for j, layer in enumerate(kept):
-            sequential.add_module(str(j), layer)
+                layers.append(layer)
+        sequential._modules.clear()  # refill the same container, so that the module holding it still does
+        for i, layer in enumerate(layers):
+            sequential.add_module(str(i), layer)
     return model
 
 

@@ -4,10 +4,12 @@ Fast mode (``COURSE_FAST=1``, set by ``make test``) shrinks data and epochs so t
 notebook runs in about a minute on two CPU cores. It is read once, here, when helpers is
 imported; notebooks use ``FAST`` and print :func:`summary` so the reader sees which mode is on.
 """
+import contextlib
 import logging
 import os
 import platform
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,23 @@ FAST = os.environ.get("COURSE_FAST", "0").strip().lower() not in ("", "0", "fals
 
 # Everything the course writes (datasets, cached models, exports) goes under data/.
 DATA_DIR = Path(os.environ.get("COURSE_DATA", Path(__file__).resolve().parent.parent / "data"))
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode="wb"):
+    """Write to ``path`` through a temporary file beside it, which replaces ``path`` only once it is
+    complete: an interrupted write never leaves half a file. The file is readable by all (0644)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(mode, dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        try:
+            yield tmp
+        except BaseException:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise
+    os.chmod(tmp.name, 0o644)  # the temporary file was 0600
+    os.replace(tmp.name, path)
 
 
 def set_seed(seed=0):

@@ -17,7 +17,6 @@ original model, whose logits are computed once):
 import argparse
 import json
 import os
-import tempfile
 
 import pandas as pd
 import torch
@@ -25,7 +24,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from . import compress
-from .env import DATA_DIR, FAST, set_seed, summary
+from .env import DATA_DIR, FAST, atomic_file, set_seed, summary
 from .measure import count_macs, count_params, model_size, time_models
 from .train import evaluate, trained_small_vgg, trained_tree_net
 
@@ -43,14 +42,6 @@ PLANS = {
     "tree": {"prune": 0.5, "rank": 32, "epochs": {"merged": 1, "pruned": 2, "low rank": 1}},
 }
 MODELS = {"vgg": trained_small_vgg, "tree": trained_tree_net}
-
-
-def _flat(model):
-    """An ``nn.Sequential`` with nested ``nn.Sequential`` layers (from ``low_rank``) spliced in."""
-    layers = []
-    for layer in model:
-        layers += _flat(layer) if isinstance(layer, nn.Sequential) else [layer]
-    return nn.Sequential(*layers)
 
 
 def compress_steps(name, original, train_data, *, plan=None, fast=FAST, progress=False):
@@ -75,7 +66,7 @@ def compress_steps(name, original, train_data, *, plan=None, fast=FAST, progress
         model = steps["branches merged"] = tuned(compress.merge_tree_blocks(model, train_data), "merged")
     model = steps["channels pruned"] = tuned(compress.prune_channels(model, plan["prune"]), "pruned")
     first_linear = next(n for n, m in model.named_modules() if isinstance(m, nn.Linear))
-    model = steps["low rank"] = tuned(_flat(compress.low_rank(model, plan["rank"], layers=[first_linear])), "low rank")
+    model = steps["low rank"] = tuned(compress.low_rank(model, plan["rank"], layers=[first_linear]), "low rank")
     model = steps["BN folded"] = compress.fuse_bn(model)
     int8 = steps["int8"] = compress.quantize(model, train_data)
     steps["int8, TorchScript"] = compress.freeze(int8, train_data[0][0][None])
@@ -137,13 +128,10 @@ def source_comparison(tables):
 
 def _write(path, text):
     """Write ``text`` atomically; a previous file is kept beside it as ``*.previous``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         os.replace(path, path.with_name(path.name + ".previous"))
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, path)
+    with atomic_file(path, "w") as file:
+        file.write(text)
 
 
 def markdown(tables):

@@ -6,7 +6,6 @@ lessons can focus on what compression does to a model, not on how it was trained
 """
 import os
 import re
-import tempfile
 import warnings
 
 import torch
@@ -14,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .env import DATA_DIR, FAST, device, set_seed
+from .env import DATA_DIR, FAST, atomic_file, device, set_seed
 
 
 def _check_data(data, what):
@@ -121,11 +120,8 @@ def cached_model(name, build, train, *, fast=None):
                           f"moved it to {bad.name} and training again.", stacklevel=2)
             model = build()
     train(model)
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".tmp", delete=False) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    os.chmod(tmp.name, 0o644)  # readable like any other file the course writes (the temporary file was 0600)
-    os.replace(tmp.name, path)
+    with atomic_file(path) as file:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, file)
     return model.cpu().eval()
 
 

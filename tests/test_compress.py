@@ -136,6 +136,27 @@ def test_quantize_works_on_a_channel_pruned_model():
     assert quantize(pruned, calibration(), batches=1)(X).shape == (4, 10)
 
 
+def test_quantize_splices_the_thin_layers_of_low_rank_into_the_chain():
+    torch.manual_seed(0)
+    net = low_rank(small_vgg(width=4).eval(), rank=8, layers=["15"])
+    assert isinstance(net[15], nn.Sequential), "low_rank leaves the two thin layers nested"
+    quantized = quantize(net, calibration())
+    torch.testing.assert_close(quantized(X), net(X), atol=0.5, rtol=0.1)
+
+
+def test_atomic_file_replaces_only_a_complete_file(tmp_path):
+    from helpers.env import atomic_file
+
+    path = tmp_path / "sub" / "f.txt"
+    with atomic_file(path, "w") as file:
+        file.write("whole")
+    with pytest.raises(RuntimeError):
+        with atomic_file(path, "w") as file:
+            file.write("half")
+            raise RuntimeError("interrupted")
+    assert path.read_text() == "whole" and list(path.parent.iterdir()) == [path]
+
+
 def test_quantize_says_what_it_cannot_quantize():
     with pytest.raises(TypeError, match="nn.Sequential"):
         quantize(nn.Linear(784, 10), calibration())
