@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test install data unit notebooks browser bench clean-outputs
+.PHONY: lab test install data unit notebooks browser bench slides solutions clean-outputs
 
 # JupyterLab refuses to start as root unless told to (containers and CI machines often run as root)
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -27,14 +27,20 @@ data: install                 ## Fashion-MNIST into data/ (offline copy or downl
 unit: data                    ## only the unit tests of helpers
 	COURSE_FAST=1 $(PY) -m pytest tests --deselect tests/test_browser.py
 
-notebooks: data               ## only the notebooks (nbval, fast mode)
-	COURSE_FAST=1 $(PY) -m pytest notebooks
+notebooks: data               ## only the notebooks (nbval, fast mode; each followed by its solutions)
+	COURSE_FAST=1 $(PY) -m pytest build/nbval
 
 browser: data                 ## only the browser test (screenshots in test-output/browser/)
 	COURSE_FAST=1 $(PY) -m pytest tests/test_browser.py
 
 bench: data                   ## the full compression pipeline on both models (~12-22 min; not part of make test)
 	$(PY) -m helpers.pipeline
+
+slides: data                  ## every notebook as a reveal.js deck in build/slides/ (run in fast mode; opens offline)
+	COURSE_FAST=1 $(PY) -m helpers.classroom slides
+
+solutions: install            ## complete copies (notebook + its solutions) in build/solutions/
+	$(PY) -m helpers.classroom solutions
 
 clean-outputs: install        ## re-run notebooks, keep only the outputs of NBVAL_CHECK_OUTPUT cells
 	COURSE_FAST=1 $(PY) tests/checked_outputs.py notebooks/*.ipynb

@@ -2,7 +2,8 @@
 
 The notebooks teach each idea from scratch; helpers only does the chores they all need. Each
 module is small enough to read in one sitting: measure, data, train, models, convs, plots, widgets,
-exercises, and compress (the techniques as reusable functions, imported as helpers.compress).
+exercises, compress (the techniques as reusable functions, imported as helpers.compress), pipeline
+(notebook 10's chain of them) and nas (notebook 11's search space and latency table).
 """
 from .data import DatasetNotFoundError, load_dataset
 from .convs import check_groups, valid_groups

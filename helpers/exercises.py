@@ -6,11 +6,13 @@ wrong, so the notebook test proves that every solution passes its own check.
 """
 import math
 
+NOT_YET_DONE = "⏳ not yet done: replace the ... with your answer and run the cell again."
+
 
 def check(answer, expected, *, rel_tol=0.0, hint="", required=False):
     """Compare the reader's ``answer`` with ``expected`` (numbers within ``rel_tol``, else ``==``)."""
     if answer is None or answer is Ellipsis:
-        message, ok = "⏳ not yet done: replace the ... with your answer and run the cell again.", False
+        message, ok = NOT_YET_DONE, False
     else:
         try:
             ok = bool(math.isclose(answer, expected, rel_tol=rel_tol) if rel_tol else answer == expected)

@@ -206,6 +206,29 @@ def fingerprint(panel):
     return [img.get_attribute("src") for img in panel.locator("img").all()]
 
 
+def move_slider_and_see_redraw(page, panel, name):
+    """Wait for the panel's chart, press → on its first slider, wait for a new chart; screenshots of both."""
+    panel.scroll_into_view_if_needed()
+    page.wait_for_function("p => { const imgs = [...p.querySelectorAll('img')];"
+                           " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+                           arg=panel.element_handle(), timeout=120_000)
+    before = fingerprint(panel)
+    panel.screenshot(path=OUT / f"{name}-before.png")
+    handle = panel.locator(".widget-slider .noUi-handle").first
+    handle.click()
+    handle.press("ArrowRight")
+    page.wait_for_function(
+        "([p, old]) => { const imgs = [...p.querySelectorAll('img')];"
+        " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"
+        " && JSON.stringify(imgs.map(i => i.src)) !== JSON.stringify(old); }",
+        arg=[panel.element_handle(), before], timeout=120_000)
+    page.wait_for_timeout(1000)  # let the browser paint the new chart before the screenshot
+    panel.screenshot(path=OUT / f"{name}-after.png")
+    after = fingerprint(panel)
+    # A half-drawn chart is a much smaller PNG than a full one (seen once with pyplot figures).
+    assert sum(map(len, after)) > 0.5 * sum(map(len, before)), "the redrawn chart looks half drawn"
+
+
 @pytest.mark.parametrize("notebook", panel_notebooks(), ids=lambda p: p.stem)
 def test_widget_panels_render_and_respond(lab, browser, notebook):
     OUT.mkdir(parents=True, exist_ok=True)
@@ -215,28 +238,48 @@ def test_widget_panels_render_and_respond(lab, browser, notebook):
         assert panels(page).count() >= 1, "the notebook calls a *_panel builder but shows no panel"
         assert panel_problems(page) == []
         for i, panel in enumerate(panels(page).all()):
-            panel.scroll_into_view_if_needed()
-            page.wait_for_function("p => { const imgs = [...p.querySelectorAll('img')];"
-                                   " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }",
-                                   arg=panel.element_handle(), timeout=120_000)
-            before = fingerprint(panel)
-            panel.screenshot(path=OUT / f"{notebook.stem}-panel{i}-before.png")
-            handle = panel.locator(".widget-slider .noUi-handle").first
-            handle.click()
-            handle.press("ArrowRight")
-            page.wait_for_function(
-                "([p, old]) => { const imgs = [...p.querySelectorAll('img')];"
-                " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"
-                " && JSON.stringify(imgs.map(i => i.src)) !== JSON.stringify(old); }",
-                arg=[panel.element_handle(), before], timeout=120_000)
-            page.wait_for_timeout(1000)  # let the browser paint the new chart before the screenshot
-            panel.screenshot(path=OUT / f"{notebook.stem}-panel{i}-after.png")
-            after = fingerprint(panel)
-            # A half-drawn chart is a much smaller PNG than a full one (seen once with pyplot figures).
-            assert sum(map(len, after)) > 0.5 * sum(map(len, before)), "the redrawn chart looks half drawn"
+            move_slider_and_see_redraw(page, panel, f"{notebook.stem}-panel{i}")
             assert panel_problems(page) == []
     except BaseException:
         page.screenshot(path=OUT / f"{notebook.stem}-failure.png", full_page=True)
+        raise
+    finally:
+        close_notebook(page)
+
+
+SLIDES_NOTEBOOK = "03_channel_shuffle.ipynb"  # quick to run, one panel
+
+
+def test_a_panel_works_in_slide_mode(lab, browser):
+    """Presenting live (jupyterlab-slideshow's deck mode): the panel's slide shows a working panel."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    page = open_notebook(browser, lab, SLIDES_NOTEBOOK)
+    try:
+        run_all(page)
+        cells = f"[...{CURRENT}.content.widgets]"
+        index = page.evaluate(f"{cells}.findIndex(c => c.model.type === 'code'"
+                              r" && /\b\w+_panel\(/.test(c.model.sharedModel.getSource()))")
+        assert index >= 0, f"{SLIDES_NOTEBOOK} has no panel"
+        page.evaluate(f"{CURRENT}.content.activeCellIndex = 0")  # present from the title slide, as in class
+        page.evaluate("window.jupyterapp.commands.execute('deck:start')")
+        shown = f"{cells}[{index}].node.classList.contains('jp-deck-mod-visible')"
+        for _ in range(60):  # forward, slide by slide, to the panel's slide
+            page.wait_for_timeout(400)
+            if page.evaluate(shown):
+                break
+            page.evaluate("window.jupyterapp.commands.execute('deck:forward')")
+        assert page.evaluate(shown), "the panel's slide never came up in slide mode"
+        page.wait_for_timeout(2000)  # the deck lays the slide out
+        on_screen = page.evaluate(f"{cells}.map(c => c.node.classList.contains('jp-deck-mod-visible'))")
+        assert on_screen[index] and not on_screen[0], "slide mode shows the panel's slide, not the whole notebook"
+        page.screenshot(path=OUT / "slides-panel-slide.png")
+        panel = panels(page).first
+        assert panel.is_visible() and panel_problems(page) == []
+        move_slider_and_see_redraw(page, panel, "slides-panel")
+        assert page.evaluate(shown), "moving the slider must not turn the slide"
+        page.screenshot(path=OUT / "slides-panel-moved.png")
+    except BaseException:
+        page.screenshot(path=OUT / "slides-failure.png", full_page=True)
         raise
     finally:
         close_notebook(page)
@@ -281,3 +324,40 @@ def test_a_disabled_widgets_extension_is_caught(tmp_path, browser):
         _notebook_with_one_cell(lab["root"] / "zz_live_panel.ipynb",
                                 "import ipywidgets\nipywidgets.VBox([ipywidgets.IntSlider()])")
         _assert_caught(browser, lab, "zz_live_panel.ipynb", "caught-disabled-widgets-extension.png", run=True)
+
+
+def test_a_slide_deck_opens_offline(browser):
+    """A `make slides` deck, opened from disk with every request that leaves the machine refused."""
+    from helpers import classroom
+
+    folder = classroom.BUILD / "slides"
+    if not shutil.which("npm") and not (folder / "lib" / "reveal.js").exists():
+        message = "npm is not installed, so the deck's scripts cannot be fetched once: sudo apt-get install npm"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    classroom.slide_libraries(folder / "lib")
+    deck = classroom.export_slides(nbformat.read(ROOT / "notebooks" / SLIDES_NOTEBOOK, 4), folder / "_test-deck.slides.html")
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    outside = []
+
+    def refuse(route):
+        outside.append(route.request.url)
+        route.abort()
+
+    page.route(re.compile(r"^(https?|wss?)://"), refuse)
+    try:
+        page.goto(deck.as_uri())
+        page.wait_for_selector(".reveal.ready", timeout=30_000)  # reveal.js has laid the deck out
+        page.wait_for_selector(".reveal section.present .MathJax_CHTML, .reveal .MathJax_CHTML", state="attached",
+                               timeout=30_000)  # and the local MathJax has typeset the maths
+        first = page.evaluate("document.querySelector('.reveal section.present').innerText")
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(1000)
+        page.screenshot(path=OUT / "slides-deck-offline.png")
+        assert page.evaluate("document.querySelector('.reveal section.present').innerText") != first, "→ turns the slide"
+        assert page.locator(".reveal .slides > section").count() >= 5
+        assert outside == [], f"the deck tried to load from the network: {outside}"
+    finally:
+        page.close()
+        deck.unlink()
