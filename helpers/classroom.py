@@ -5,7 +5,8 @@
 * ``solutions/NN_topic.ipynb`` holds that notebook's worked solutions. They use the notebook's
   variables, so they run after it: :func:`complete` puts the two together.
 * ``python -m helpers.classroom solutions`` (``make solutions``) writes the complete copies
-  (notebook + solutions, top to bottom) to ``build/solutions/``; the test run uses the same copies.
+  (notebook + solutions, top to bottom) to ``build/solutions/``; the test run writes its own to
+  ``build/nbval/`` (see the repository's ``conftest.py``), with every exercise checked as unanswered.
 * ``python -m helpers.classroom slides`` (``make slides``) runs every notebook in fast mode and
   exports it as a reveal.js deck to ``build/slides/``, with reveal.js and the other scripts a deck
   needs copied beside it, so that the decks open offline.
