@@ -57,6 +57,32 @@ def device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def model_device(model):
+    """The device a model's weights are on (the CPU for a model without any)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def on_device(*models):
+    """Lend ``models`` to :func:`device` for the ``with`` block, then give each back where it was.
+
+    The course's one rule about devices: models live on the CPU, where the course measures them;
+    training and evaluation borrow the GPU when there is one (``fit``, ``evaluate``, ``distill`` use
+    this), so a model never comes back from them on another device than the one it went in on.
+    Yields the device the (first) model's weights are on inside the block: move the data there.
+    """
+    homes = [model_device(model) for model in models]
+    try:
+        for model in models:
+            model.to(device())
+        yield model_device(models[0]) if models else device()
+    finally:
+        for model, home in zip(models, homes):
+            model.to(home)
+
+
 def cpu_flags():
     """The vector instruction sets this CPU has that matter for speed (AVX2, AVX-512, VNNI, AMX)."""
     try:

@@ -31,7 +31,7 @@ import pandas as pd
 import thop
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .plots import compare_bars, show
 
@@ -61,15 +61,53 @@ def _shapes(inputs):
     return ", ".join("x".join(map(str, x.shape)) for x in inputs)
 
 
+def _tensors(model):
+    return [*model.parameters(), *model.buffers()]
+
+
+def _check_placement(model, inputs, what):
+    """A model and its inputs on different devices, or in different float types, get their own clear error.
+
+    The course's rule: models live on the CPU, where it measures them; the training loops (``fit``,
+    ``evaluate``, ``distill``) borrow the GPU when there is one and give the model back where it was.
+    """
+    if not isinstance(model, nn.Module):
+        return  # a plain function: nothing to compare
+    tensors = _tensors(model)
+    devices = {t.device for t in tensors}
+    floats = {t.dtype for t in model.parameters() if t.is_floating_point()}
+    for x in inputs:
+        if devices and x.device not in devices:
+            where = ", ".join(sorted(map(str, devices)))
+            raise ValueError(
+                f"{what}: the model is on {where} but the input is on {x.device}. Put them on one device, "
+                f"e.g. model.cpu() (the course measures on the CPU) or x.to('{where}')."
+            )
+        if x.is_floating_point() and floats and x.dtype not in floats:
+            kinds = ", ".join(sorted(str(d).replace("torch.", "") for d in floats))
+            raise ValueError(
+                f"{what}: the model's weights are {kinds} but the input is {str(x.dtype).replace('torch.', '')}. "
+                f"Convert one to match, e.g. x.to(torch.{kinds.split(', ')[0]}) or model.float()."
+            )
+
+
 @contextlib.contextmanager
-def _shape_errors(inputs):
-    """Turn the deep stack trace of a shape mismatch into one clear message."""
+def _run_errors(inputs, what):
+    """Turn the deep stack trace of a failed forward pass into one clear message that names its real cause."""
     try:
         yield
     except RuntimeError as err:
         first_line = str(err).strip().splitlines()[0]
+        lowered = first_line.lower()
+        if "device" in lowered:
+            raise ValueError(f"{what}: some tensors are on different devices: {first_line}\n"
+                             "Put the model and its inputs on one device (model.cpu() and CPU inputs, "
+                             "or both on the GPU).") from None
+        if "dtype" in lowered or "scalar type" in lowered or "input type" in lowered:
+            raise ValueError(f"{what}: the model and its input have different number types: {first_line}\n"
+                             "Convert one to match (e.g. model.float() and a float32 input).") from None
         raise ValueError(
-            f"the model cannot run on an input of shape {_shapes(inputs)}: {first_line}\n"
+            f"{what}: the model cannot run on an input of shape {_shapes(inputs)}: {first_line}\n"
             "Check the batch dimension, the channels and the image size the model expects "
             "(1x28x28 for Fashion-MNIST, 3x224x224 for the torchvision ImageNet models)."
         ) from None
@@ -108,15 +146,41 @@ def count_params(model, trainable_only=False):
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# PyTorch's counter knows the GPU kernels of scaled dot-product attention but not the CPU one
+# (F.scaled_dot_product_attention on the CPU runs this op): without this entry attention counts 0 there.
+_EXTRA_FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+
+
+@contextlib.contextmanager
+def _attention_unfused():
+    """Turn off the fused "fast path" of nn.MultiheadAttention and nn.TransformerEncoder(Layer) while counting.
+
+    In eval mode without gradients they run one fused kernel (``_native_multi_head_attention``) that
+    neither counter sees, so attention would silently count 0 MACs. The unfused path does the same
+    arithmetic through matrix products and attention ops that both counters know.
+    """
+    enabled = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(enabled)
+
+
 def _count(model, inputs, what):
     """(thop MACs, PyTorch FLOPs) for one forward pass, cross-checked."""
     _check_model(model)
     _check_inputs(inputs, what)
     # thop attaches hooks and counters to the model it profiles: give it a copy, never the reader's model.
     clone = copy.deepcopy(model).eval()
-    with _shape_errors(inputs):
+    _check_placement(clone, inputs, what)
+    with _run_errors(inputs, what), _attention_unfused():
         macs, _ = thop.profile(clone, inputs=tuple(inputs), verbose=False)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        with FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS) as counter, torch.no_grad():
             clone(*inputs)
     macs, flops = int(macs), int(counter.get_total_flops())
     if macs < flops // 2:
@@ -203,7 +267,7 @@ def _sync(inputs):
         torch.cuda.synchronize()
 
 
-def _time_interleaved(models, inputs, threads, warmup, repeat):
+def _time_interleaved(models, inputs, threads, warmup, repeat, what="benchmark"):
     """Call every model ``repeat`` times, taking turns, and return each one's list of latencies.
 
     A model may also be a plain function of the inputs (layer_times times a hooked pass that way).
@@ -212,13 +276,15 @@ def _time_interleaved(models, inputs, threads, warmup, repeat):
         raise ValueError(f"warmup must be a whole number >= 0, got {warmup!r}")
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise ValueError(f"repeat must be a whole number >= 1, got {repeat!r}")
+    for model in models.values():
+        _check_placement(model, inputs, what)
     names = list(models)
     times = {name: [] for name in names}
     with num_threads(threads), contextlib.ExitStack() as stack, torch.inference_mode():
         for model in models.values():
             if isinstance(model, nn.Module):
                 stack.enter_context(_eval_mode(model))
-        with _shape_errors(inputs):
+        with _run_errors(inputs, what):
             for _ in range(max(warmup, 1)):  # at least one call: first-call costs never count
                 for model in models.values():
                     model(*inputs)
@@ -260,7 +326,7 @@ def time_models(models, *inputs, threads=1, warmup=3, repeat=20):
         if not callable(model):
             _check_model(model)
     _check_inputs(inputs, "time_models")
-    times = _time_interleaved(models, inputs, threads, warmup, repeat)
+    times = _time_interleaved(models, inputs, threads, warmup, repeat, "time_models")
     rows = {}
     for name in models:
         timing = Timing(times[name], threads)
@@ -358,7 +424,8 @@ def layer_times(model, *inputs, threads=1, warmup=3, repeat=20):
     try:
         # _time_interleaved does the warm-up, threads and inference mode; one_pass keeps the split.
         with _eval_mode(model):
-            _time_interleaved({"pass": one_pass}, inputs, threads, warmup, repeat)
+            _check_placement(model, inputs, "layer_times")
+            _time_interleaved({"pass": one_pass}, inputs, threads, warmup, repeat, "layer_times")
     finally:
         for h in handles:
             h.remove()

@@ -58,7 +58,7 @@ def compress_steps(name, original, train_data, *, plan=None, fast=FAST, progress
     def tuned(model, step):
         epochs = 1 if fast else plan["epochs"][step]
         compress.distill(model, logits, train_data, T=4.0, alpha=0.5, epochs=epochs, seed=0, progress=progress)
-        return model.cpu().eval()
+        return model  # distill gives it back on the CPU, in eval mode
 
     steps = {"original": original}
     model = original

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .env import DATA_DIR, FAST, atomic_file, device, set_seed
+from .env import DATA_DIR, FAST, atomic_file, on_device, set_seed
 
 
 def _check_data(data, what):
@@ -25,18 +25,22 @@ def _check_data(data, what):
 
 
 def evaluate(model, data, batch_size=512):
-    """Accuracy of ``model`` on ``data``, a number between 0 and 1 (the model's mode is restored)."""
+    """Accuracy of ``model`` on ``data``, a number between 0 and 1.
+
+    Runs on the GPU when there is one; the model's mode and device are given back afterwards.
+    """
     if not isinstance(model, nn.Module):
         raise TypeError(f"evaluate expects a torch.nn.Module, got {type(model).__name__}")
     _check_data(data, "evaluate")
     was_training = model.training
     model.eval()
-    where = next((p.device for p in model.parameters()), torch.device("cpu"))
     correct = 0
-    with torch.inference_mode():
-        for images, labels in DataLoader(data, batch_size=batch_size):
-            correct += (model(images.to(where)).argmax(1).cpu() == labels).sum().item()
-    model.train(was_training)
+    try:
+        with on_device(model) as where, torch.inference_mode():
+            for images, labels in DataLoader(data, batch_size=batch_size):
+                correct += (model(images.to(where)).argmax(1).cpu() == labels).sum().item()
+    finally:
+        model.train(was_training)
     return correct / len(data)
 
 
@@ -49,7 +53,8 @@ def fit(model, train_data, *, epochs=1, lr=1e-3, batch_size=128, val_data=None, 
     ``loss_fn(model, images, labels)`` replaces the cross-entropy loss (distillation uses it); when
     the data yields more than ``(image, label)``, the extra items of the batch are passed after
     ``labels`` (distillation passes the teacher's precomputed logits that way).
-    The model is trained on :func:`helpers.device` and left there.
+    The model is trained on :func:`helpers.device` (the GPU when there is one) and given back, in eval
+    mode, on the device it came from (:func:`helpers.env.on_device`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fit expects a torch.nn.Module, got {type(model).__name__}")
@@ -59,8 +64,15 @@ def fit(model, train_data, *, epochs=1, lr=1e-3, batch_size=128, val_data=None, 
     if not lr > 0:
         raise ValueError(f"lr (the learning rate) must be > 0, got {lr!r}")
     set_seed(seed)
-    where = device()
-    model.to(where).train()
+    with on_device(model) as where:
+        history = _train(model, train_data, where, epochs, lr, batch_size, val_data, seed, loss_fn, progress)
+    model.eval()
+    return history
+
+
+def _train(model, train_data, where, epochs, lr, batch_size, val_data, seed, loss_fn, progress):
+    """fit's loop, with the model already on ``where``."""
+    model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loader = DataLoader(train_data, batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
@@ -86,7 +98,6 @@ def fit(model, train_data, *, epochs=1, lr=1e-3, batch_size=128, val_data=None, 
         if val_data is not None:
             record["val_acc"] = evaluate(model, val_data)
         history.append(record)
-    model.eval()
     return history
 
 

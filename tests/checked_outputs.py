@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-MARK = "# NBVAL_CHECK_OUTPUT"
+from helpers.classroom import CHECK_MARK as MARK
 
 
 def is_checked(cell):

@@ -7,6 +7,7 @@ from torch import nn
 from helpers import count_params, model_size, small_net, small_vgg
 from helpers.models import RepVGGBlock, TreeBlock, tree_net
 from helpers import compress
+from helpers.compress import quantization
 from helpers.compress import (distill, distillation_loss, low_rank, make_permanent, prune_channels, prune_unstructured,
                               quantize, quantized_engine, sparsity, teacher_logits)
 
@@ -167,7 +168,7 @@ def test_quantize_says_what_it_cannot_quantize():
 
 
 def test_quantize_explains_a_missing_engine(monkeypatch):
-    monkeypatch.setattr(compress, "_supported_engines", lambda: ["none"])
+    monkeypatch.setattr(quantization, "_supported_engines", lambda: ["none"])
     with pytest.raises(RuntimeError, match="no quantized CPU engine"):
         quantized_engine()
 

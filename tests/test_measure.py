@@ -87,6 +87,86 @@ def test_bad_inputs_are_clear_errors(fn):
         fn(net, torch.randn(1, 3, 28, 28))
 
 
+@pytest.mark.parametrize("fn", [count_macs, count_flops, benchmark, layer_times])
+def test_a_device_or_dtype_mismatch_is_named_as_such_not_as_a_shape_error(fn):
+    on_meta = small_vgg().to("meta")  # a model on another device than its input, without needing a GPU
+    with pytest.raises(ValueError, match=r"model is on meta but the input is on cpu") as error:
+        fn(on_meta, torch.randn(1, 1, 28, 28))
+    assert "shape" not in str(error.value)
+    with pytest.raises(ValueError, match=r"weights are float64 but the input is float32") as error:
+        fn(small_vgg().double(), torch.randn(1, 1, 28, 28))
+    assert "shape" not in str(error.value)
+
+
+def test_compare_refuses_models_on_different_devices():
+    with pytest.raises(ValueError, match="model is on meta"):
+        compare({"cpu": small_vgg(), "elsewhere": small_vgg().to("meta")}, torch.randn(1, 1, 28, 28))
+
+
+class _MovesInside(nn.Module):
+    """Fails inside forward for a device (or dtype) reason that no check before the call can see."""
+
+    def __init__(self, why):
+        super().__init__()
+        self.linear, self.why = nn.Linear(2, 2), why
+
+    def forward(self, x):
+        return x + torch.zeros(1, device="meta") if self.why == "device" else self.linear(x.double())
+
+
+@pytest.mark.parametrize("why, match", [("device", "different devices"), ("dtype", "different number types")])
+def test_errors_raised_inside_forward_keep_their_real_reason(why, match):
+    with pytest.raises(ValueError, match=match) as error:
+        benchmark(_MovesInside(why), torch.randn(1, 2))
+    assert "shape" not in str(error.value)
+
+
+# ---------------------------------------------------------------- attention, counted by hand
+
+E, HEADS, L, N = 64, 4, 10, 2
+ATTENTION_MACS = N * (4 * L * E * E + 2 * L * L * E)  # q, k, v, out projections + QK^T and (scores)V
+
+
+class SelfAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(E, HEADS, batch_first=True)
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+def test_attention_is_counted_in_eval_mode_where_pytorch_fuses_it():
+    x = torch.randn(N, L, E)
+    net = SelfAttention().eval()  # eval + no grad: nn.MultiheadAttention's fused fast path
+    assert count_flops(net, x) == 2 * ATTENTION_MACS
+    assert ATTENTION_MACS <= count_macs(net, x) < 1.02 * ATTENTION_MACS  # thop adds the softmax
+    assert torch.backends.mha.get_fastpath_enabled()  # switched off while counting only
+
+
+def test_a_transformer_layer_and_functional_attention_are_counted():
+    layer = nn.TransformerEncoderLayer(E, HEADS, dim_feedforward=4 * E, batch_first=True).eval()
+    x = torch.randn(N, L, E)
+    mlp_macs = N * L * 2 * E * 4 * E
+    assert count_flops(layer, x) == 2 * (ATTENTION_MACS + mlp_macs)
+
+    class Causal(nn.Module):
+        def forward(self, q):
+            return F.scaled_dot_product_attention(q, q, q, is_causal=True)
+
+    q = torch.randn(1, HEADS, L, E // HEADS)
+    # PyTorch's convention: the whole L x L score matrix is counted, masked or not
+    assert count_flops(Causal(), q) == 2 * 2 * HEADS * L * L * (E // HEADS)
+
+
+def test_vit_b_32_matches_its_published_count():
+    import torchvision
+
+    vit = torchvision.models.vit_b_32().eval()
+    macs = count_flops(vit, torch.randn(1, 3, 224, 224)) / 2
+    assert macs == pytest.approx(4.41e9, rel=0.005)  # torchvision's model card: 4.41 GFLOPS (multiply-adds)
+
+
 def test_model_size_is_about_four_bytes_per_parameter():
     net = small_vgg()
     size = model_size(net)

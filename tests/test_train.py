@@ -41,6 +41,42 @@ def test_evaluate_restores_the_mode():
     assert model.training
 
 
+class SentAway(nn.Linear):
+    """A model that records every device it is sent to and stays on the CPU: a GPU, mocked."""
+
+    def __init__(self):
+        super().__init__(2, 2)
+        self.sent_to = []
+
+    def to(self, *args, **kwargs):
+        self.sent_to.append(torch.device(args[0] if args else kwargs["device"]))
+        return self
+
+
+@pytest.fixture
+def a_gpu(monkeypatch):
+    """helpers.device() says "the GPU is meta": training borrows it, models must come back to the CPU."""
+    from helpers import env
+
+    for module in (env, train_module):
+        monkeypatch.setattr(module, "device", lambda: torch.device("meta"), raising=False)
+
+
+def test_training_gives_the_model_back_where_it_was(a_gpu):
+    from helpers.compress import distill, teacher_logits
+
+    model = SentAway()
+    fit(model, separable_data(), epochs=1, progress=False)
+    assert model.sent_to == [torch.device("meta"), torch.device("cpu")]  # lent to the "GPU", then given back
+    model.sent_to.clear()
+    evaluate(model, separable_data())
+    assert model.sent_to[-1] == torch.device("cpu")
+    student, teacher = SentAway(), SentAway()
+    teacher_logits(teacher, separable_data())
+    distill(student, teacher, separable_data(), progress=False)
+    assert student.sent_to[-1] == teacher.sent_to[-1] == torch.device("cpu")
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"epochs": 0}, ValueError, "epochs"), ({"lr": -1.0}, ValueError, "lr"),
     ({"train_data": [1, 2]}, TypeError, "Dataset"), ({"model": "net"}, TypeError, "Module"),

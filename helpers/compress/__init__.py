@@ -1,0 +1,49 @@
+"""Compression techniques as reusable functions, one module per lesson, for the pipeline notebook and later lessons.
+
+Each technique is first built from scratch in its own lesson; these are the tested, reusable
+versions. Every function returns a new model and leaves the one passed in unchanged.
+
+Pruning (``pruning.py``, notebook 05):
+
+* :func:`prune_unstructured`: zero the smallest-magnitude weights of the conv and linear layers
+  (``torch.nn.utils.prune``, made permanent). Same shapes, same file size, same speed: only zeros.
+* :func:`make_permanent`: turn the masks of a model pruned with ``keep_masks=True`` into plain zeros.
+* :func:`prune_channels`: remove whole output channels of the convolutions and rebuild smaller
+  dense layers (Conv -> BN -> Conv, and Conv -> Flatten -> Linear), so the model really shrinks.
+* :func:`sparsity`: the fraction of conv and linear weights that are zero.
+
+Quantization (``quantization.py``, notebook 06):
+
+* :func:`quantize`: an int8 copy of a model for CPU inference (post-training static quantization).
+* :func:`quantized_engine`: which of PyTorch's quantized CPU engines it uses on this machine.
+* :func:`ao_warnings_off`: silence ``torch.ao.quantization``'s deprecation warnings in a ``with`` block.
+
+Distillation (``distillation.py``, notebook 07) and low rank (``lowrank.py``, notebook 08):
+
+* :func:`distillation_loss` and :func:`distill`: train a student on a teacher's softened outputs.
+* :func:`teacher_logits`: the teacher's outputs for a whole dataset, computed once for many students.
+* :func:`low_rank`: replace Linear layers by two thinner ones from a truncated SVD.
+
+Fusion and re-parameterisation (``fusion.py``, notebook 09; for inference: every function returns a copy in eval mode):
+
+* :func:`fold_bn`: one Conv2d or Linear that computes a BatchNorm applied to its output.
+* :func:`fuse_bn`: fold every BatchNorm that follows a Conv2d or Linear inside a model's ``nn.Sequential`` containers.
+* :func:`merge_parallel`: one Conv2d for parallel convolutions of the same input, summed or concatenated.
+* :func:`fit_conv`: the Conv2d closest, by least squares, to any module on sample inputs.
+* :func:`reparameterize`: each ``RepVGGBlock`` of a model merged into one 3x3 conv (exact).
+* :func:`merge_tree_blocks`: each ``TreeBlock`` merged into one 3x3 conv (exact for its linear
+  branches, least squares for the non-linear one).
+* :func:`freeze`: a model traced and frozen by TorchScript, for deployment: no Python between layers.
+"""
+from .distillation import distill, distillation_loss, teacher_logits
+from .fusion import (FrozenModel, fit_conv, fold_bn, freeze, fuse_bn, identity_conv, merge_parallel, merge_tree_blocks,
+                     reparameterize)
+from .lowrank import low_rank
+from .pruning import make_permanent, prune_channels, prune_unstructured, sparsity
+from .quantization import ao_warnings_off, quantize, quantized_engine
+
+__all__ = [
+    "FrozenModel", "ao_warnings_off", "distill", "distillation_loss", "fit_conv", "fold_bn", "freeze", "fuse_bn",
+    "identity_conv", "low_rank", "make_permanent", "merge_parallel", "merge_tree_blocks", "prune_channels",
+    "prune_unstructured", "quantize", "quantized_engine", "reparameterize", "sparsity", "teacher_logits",
+]
