@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: lab test install data unit notebooks browser bench slides solutions clean-outputs
+.PHONY: lab test install data unit notebooks notebook browser bench slides solutions assignments clean-outputs
 
 # JupyterLab refuses to start as root unless told to (containers and CI machines often run as root)
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -30,6 +30,9 @@ unit: data                    ## only the unit tests of helpers
 notebooks: data               ## only the notebooks (nbval, fast mode; each followed by its solutions)
 	COURSE_FAST=1 $(PY) -m pytest build/nbval
 
+notebook: data                ## one or more notebooks with their solutions, fast mode: make notebook NB="03 05"
+	COURSE_FAST=1 $(PY) -m helpers.classroom check $(NB)
+
 browser: data                 ## only the browser test (screenshots in test-output/browser/)
 	COURSE_FAST=1 $(PY) -m pytest tests/test_browser.py
 
@@ -38,6 +41,9 @@ bench: data                   ## the full compression pipeline on both models (~
 
 slides: data                  ## every notebook as a reveal.js deck in build/slides/ (run in fast mode; opens offline)
 	COURSE_FAST=1 $(PY) -m helpers.classroom slides
+
+assignments: install          ## an nbgrader course folder in build/assignments/ (docs/teaching.md: release, collect, grade)
+	$(PY) -m helpers.assignments
 
 solutions: install            ## complete copies (notebook + its solutions) in build/solutions/
 	$(PY) -m helpers.classroom solutions

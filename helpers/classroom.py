@@ -16,6 +16,7 @@ Everything is written under ``build/`` (git-ignored), never over a notebook a re
 import argparse
 import copy
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from .exercises import NOT_YET_DONE
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS, SOLUTIONS, BUILD = ROOT / "notebooks", ROOT / "solutions", ROOT / "build"
 CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+KEYED_CHECK = re.compile(r"""^check\(\s*["']\d\d\.\d+["']""", re.M)  # check("05.1", ...)
 
 
 def _read(path):
@@ -42,12 +44,17 @@ def notebook_names():
 
 
 def exercise_cells(nb):
-    """Indices of the exercise cells: code cells calling ``check(`` inside the "Exercises" section."""
+    """Indices of the exercise check cells: code cells that check a student's answer.
+
+    A check cell calls ``check("NN.k", ...)`` anywhere in the notebook (the exercises built in the lesson),
+    or ``check(`` inside the "Exercises" section; a worked solution's ``required=True`` check is not one.
+    """
     found, inside = [], False
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "markdown" and cell.source.startswith("## "):
             inside = "Exercises" in cell.source.splitlines()[0]
-        elif inside and cell.cell_type == "code" and "check(" in cell.source:
+        elif (cell.cell_type == "code" and "check(" in cell.source and "required=True" not in cell.source
+              and (inside or KEYED_CHECK.search(cell.source))):
             found.append(i)
     return found
 
@@ -191,10 +198,22 @@ def write_slides(folder=BUILD / "slides", names=None, *, execute=True):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m helpers.classroom", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["solutions", "slides"],
-                        help="solutions: complete copies into build/solutions/; slides: decks into build/slides/")
-    parser.add_argument("notebooks", nargs="*", help="slides: only these notebooks (e.g. 03_channel_shuffle.ipynb)")
+    parser.add_argument("command", choices=["solutions", "slides", "check"],
+                        help="solutions: complete copies into build/solutions/; slides: decks into build/slides/; "
+                             "check: run the given notebooks (with their solutions) under nbval, as make test does")
+    parser.add_argument("notebooks", nargs="*", help="slides: only these notebooks (e.g. 03_channel_shuffle.ipynb); "
+                                                     "check: these notebooks, by name or number (e.g. 03 05)")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        names = [n for wanted in args.notebooks for n in notebook_names() if n.startswith(wanted)]
+        if not args.notebooks or len(names) < len(args.notebooks):
+            parser.error(f"check needs notebooks by name or number, e.g. 03 05; the course has {', '.join(notebook_names())}")
+        paths = []
+        for name in names:  # a folder of their own, so that make test's build/nbval is left alone
+            paths.append(BUILD / "check" / name)
+            paths[-1].parent.mkdir(parents=True, exist_ok=True)
+            nbformat.write(complete(name, mark_exercises=True), paths[-1])
+        return subprocess.call([sys.executable, "-m", "pytest", "--noconftest", *map(str, paths)], cwd=ROOT)
     if args.command == "solutions":
         for path in write_complete():
             print(path.relative_to(ROOT))

@@ -8,7 +8,7 @@ at 14x14 and 7x7 with 32 and 64 channels at width 1. Notebook 04's plain, ResNet
 are points of this space (two blocks per stage, kernel 3, width 1).
 
 * :func:`sample_arch`, :func:`mutate` and :func:`space_size` are what a search needs from the space;
-  :func:`build` turns an architecture (a tuple of three ``Stage``) into an ``nn.Sequential``.
+  :func:`build` turns an architecture (a tuple of two ``Stage``, one per stage) into an ``nn.Sequential``.
 * :class:`LatencyTable` times every distinct layer once on this machine (batch 1, one thread) and
   predicts a network's latency as the sum of its layers' times, as ProxylessNAS and Once-for-All do.
 """
@@ -202,9 +202,8 @@ class LatencyTable:
 
     def predict(self, arch):
         """Predicted latency of ``arch`` in milliseconds: the sum of its layers' measured times."""
-        parts = layers(arch)
-        self.fill(parts)
-        return sum(self.ms[layer] for layer in parts)
+        self.fill(layers(arch))
+        return predict_latency(arch, self.ms)
 
     def __len__(self):
         return len(self.ms)
@@ -212,6 +211,34 @@ class LatencyTable:
     def to_frame(self):
         """The table as a DataFrame, one row per layer."""
         return pd.DataFrame([{**layer._asdict(), "ms": ms} for layer, ms in self.ms.items()])
+
+
+def predict_latency(arch, ms):
+    """The lookup-table prediction: the sum of ``ms[layer]`` over the layers of ``arch`` (notebook 11, §3).
+
+    ``ms`` maps a :class:`Layer` to milliseconds; a layer it does not hold is a KeyError that names it.
+    """
+    total = 0.0
+    for layer in layers(arch):
+        if layer not in ms:
+            raise KeyError(f"the table has no time for {layer}: time it first (LatencyTable.fill)")
+        total += ms[layer]
+    return total
+
+
+def evolution_step(alive, score, rng, sample, mutate):
+    """One step of aging evolution (Real et al., 2019), as notebook 11 writes it.
+
+    ``alive`` lists the population, oldest first. Draw ``rng.sample(alive, sample)``, take the member with
+    the highest ``score``, and make its child ``mutate(parent, rng)``. The child joins at the young end
+    and the oldest member dies, however good it was. Returns ``(child, new_alive)``; ``alive`` itself is
+    not changed.
+    """
+    if isinstance(sample, bool) or not isinstance(sample, int) or not 1 <= sample <= len(alive):
+        raise ValueError(f"sample must be a whole number from 1 to the population's size {len(alive)}, got {sample!r}")
+    parent = max(rng.sample(list(alive), sample), key=score)
+    child = mutate(parent, rng)
+    return child, list(alive)[1:] + [child]
 
 
 def fastest_arch(table):
@@ -240,12 +267,19 @@ def within_budget(propose, table, budget_ms, tries=10_000):
 
 
 def pareto_front(points):
-    """Indices of the points ``(latency, accuracy)`` that no other point beats on both (lower latency,
-    higher accuracy), sorted by latency."""
+    """Indices of the points ``(latency, accuracy)`` that no other point dominates, sorted by latency.
+
+    A point dominates another if it is at least as fast and at least as accurate, and strictly better
+    in one of the two; so two identical points are both on the front. One pass in order of latency
+    (then of accuracy, best first): a point is on the front if it is more accurate than every faster
+    point, or repeats the front's last point exactly.
+    """
+    if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in points):
+        raise ValueError("pareto_front expects a list of (latency, accuracy) pairs")
     order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
     front, best = [], -math.inf
     for i in order:
-        if points[i][1] > best:
+        if points[i][1] > best or (front and tuple(points[front[-1]]) == tuple(points[i])):
             front.append(i)
             best = points[i][1]
     return front

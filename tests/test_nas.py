@@ -147,3 +147,27 @@ def test_pareto_front():
         if i not in front:
             assert any(points[j][0] <= lat and points[j][1] >= acc for j in front)
     assert math.isclose(max(points[i][1] for i in front), max(acc for _, acc in points))
+
+
+def test_pareto_front_keeps_identical_points_and_refuses_bad_ones():
+    assert nas.pareto_front([(1.0, 0.9), (1.0, 0.9), (2.0, 0.9)]) == [0, 1]  # neither copy dominates the other
+    with pytest.raises(ValueError, match="pairs"):
+        nas.pareto_front([(1.0, 0.9, 3)])
+
+
+def test_predict_latency_sums_the_table_and_names_a_missing_layer():
+    arch = nas.sample_arch(random.Random(0))
+    ms = {layer: 0.5 for layer in nas.all_layers()}
+    assert nas.predict_latency(arch, ms) == 0.5 * len(nas.layers(arch))
+    del ms[nas.layers(arch)[1]]
+    with pytest.raises(KeyError, match="no time for"):
+        nas.predict_latency(arch, ms)
+
+
+def test_an_evolution_step_mutates_the_best_of_a_sample_and_the_oldest_dies():
+    alive = [3, 9, 1, 7]
+    child, after = nas.evolution_step(alive, score=lambda a: a, rng=random.Random(0), sample=4,
+                                      mutate=lambda parent, rng: parent * 10)
+    assert child == 90 and after == [9, 1, 7, 90] and alive == [3, 9, 1, 7]
+    with pytest.raises(ValueError, match="sample"):
+        nas.evolution_step(alive, score=lambda a: a, rng=random.Random(0), sample=5, mutate=lambda p, r: p)
