@@ -64,19 +64,28 @@ def model_device(model):
     return torch.device("cpu")
 
 
+def cpu_only(model):
+    """True for a model that can only run on the CPU: one with PyTorch's eager int8 modules, whose packed
+    weights and kernels are CPU-only."""
+    quantized = ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")  # incl. .dynamic
+    return any(type(m).__module__.startswith(quantized) for m in model.modules())
+
+
 @contextlib.contextmanager
 def on_device(*models):
     """Lend ``models`` to :func:`device` for the ``with`` block, then give each back where it was.
 
     The course's one rule about devices: models live on the CPU, where the course measures them;
     training and evaluation borrow the GPU when there is one (``fit``, ``evaluate``, ``distill`` use
-    this), so a model never comes back from them on another device than the one it went in on.
+    this), so a model never comes back from them on another device than the one it went in on. A model
+    that can only run on the CPU (:func:`cpu_only`) is not moved.
     Yields the device the (first) model's weights are on inside the block: move the data there.
     """
     homes = [model_device(model) for model in models]
     try:
         for model in models:
-            model.to(device())
+            if not cpu_only(model):  # an int8 model stays on the CPU, where its kernels are
+                model.to(device())
         yield model_device(models[0]) if models else device()
     finally:
         for model, home in zip(models, homes):

@@ -11,10 +11,11 @@ Units, used the same way everywhere in the course:
 
 Both run the model once on the example input and cross-check each other: if thop counts fewer
 MACs than the matrix work PyTorch saw (thop misses ``F.conv2d`` called inside ``forward``, for
-example), a warning gives both numbers.
+example), a warning gives both numbers. :func:`conv_macs` gives a convolution's count from the
+formula alone, and :func:`layer_calls` lists the layer calls of one forward pass.
 
 Latency is measured under ``torch.inference_mode`` with a fixed thread count, after warm-up
-calls, as the median of many calls with the spread (inter-quartile range) beside it;
+calls, as the median of many calls with the spread (inter-quartile range) beside it (:func:`median_iqr`);
 :func:`compare` interleaves the models so that a noisy neighbour slows all of them alike.
 :func:`try_compile` gives a ``torch.compile``'d model to time beside the others, where this
 machine can compile one.
@@ -66,28 +67,21 @@ def _tensors(model):
 
 
 def _check_placement(model, inputs, what):
-    """A model and its inputs on different devices, or in different float types, get their own clear error.
+    """A model and its inputs on different devices get their own clear error (a mismatch of number types is
+    named by :func:`_run_errors` when the forward pass fails: a model may convert its input itself).
 
     The course's rule: models live on the CPU, where it measures them; the training loops (``fit``,
     ``evaluate``, ``distill``) borrow the GPU when there is one and give the model back where it was.
     """
     if not isinstance(model, nn.Module):
         return  # a plain function: nothing to compare
-    tensors = _tensors(model)
-    devices = {t.device for t in tensors}
-    floats = {t.dtype for t in model.parameters() if t.is_floating_point()}
+    devices = {t.device for t in _tensors(model)}
     for x in inputs:
         if devices and x.device not in devices:
             where = ", ".join(sorted(map(str, devices)))
             raise ValueError(
                 f"{what}: the model is on {where} but the input is on {x.device}. Put them on one device, "
                 f"e.g. model.cpu() (the course measures on the CPU) or x.to('{where}')."
-            )
-        if x.is_floating_point() and floats and x.dtype not in floats:
-            kinds = ", ".join(sorted(str(d).replace("torch.", "") for d in floats))
-            raise ValueError(
-                f"{what}: the model's weights are {kinds} but the input is {str(x.dtype).replace('torch.', '')}. "
-                f"Convert one to match, e.g. x.to(torch.{kinds.split(', ')[0]}) or model.float()."
             )
 
 
@@ -211,6 +205,50 @@ def count_flops(model, *inputs):
     return _count(model, inputs, "count_flops")[1]
 
 
+def _whole_numbers(shape, what):
+    try:
+        values = tuple(shape)
+    except TypeError:
+        values = None
+    if values is None or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise ValueError(f"{what} must be a tuple of whole numbers such as (1, 3, 224, 224), got {shape!r}")
+    return values
+
+
+def conv_macs(conv, input_shape):
+    """MACs of the convolution ``conv`` (an ``nn.Conv2d``) on an input of shape ``(N, C, H, W)``, from the
+    formula alone, without running the layer: the count :func:`count_macs` gives for it.
+
+    Every output value is a dot product of ``(C_in / groups) * k_h * k_w`` terms (the bias addition is not
+    counted), and there are ``N * C_out * H_out * W_out`` output values, with, along each axis (PyTorch's
+    ``Conv2d`` documentation), ``out = floor((n + 2 * padding - dilation * (k - 1) - 1) / stride) + 1``.
+
+    Raises TypeError if ``conv`` is not an ``nn.Conv2d``, and ValueError if ``input_shape`` is not four whole
+    numbers, if its ``C`` is not ``conv.in_channels``, or if the input is too small for the (dilated) kernel.
+    """
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"conv_macs expects an nn.Conv2d, got {type(conv).__name__}")
+    shape = _whole_numbers(input_shape, "input_shape")
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"input_shape must be (N, C, H, W), four whole numbers >= 1, got {tuple(input_shape)}")
+    n, c, *size = shape
+    if c != conv.in_channels:
+        raise ValueError(f"the input has {c} channels but the convolution expects {conv.in_channels}")
+    out = []
+    for axis in range(2):
+        k, s, d = conv.kernel_size[axis], conv.stride[axis], conv.dilation[axis]
+        if conv.padding == "same":  # PyTorch pads (unevenly, if it must) so that the size is kept
+            out.append(size[axis])
+            continue
+        p = 0 if conv.padding == "valid" else conv.padding[axis]
+        length = (size[axis] + 2 * p - d * (k - 1) - 1) // s + 1
+        if length < 1:
+            raise ValueError(f"an input of size {size[0]}x{size[1]} is too small for this kernel: it spans "
+                             f"{d * (k - 1) + 1} pixels (dilation {d}) with padding {p}, so there is no output")
+        out.append(length)
+    return n * conv.out_channels * out[0] * out[1] * (conv.in_channels // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1]
+
+
 def model_size(model):
     """Bytes of the model's ``state_dict`` as ``torch.save`` writes it (what a file on disk would take).
 
@@ -235,6 +273,25 @@ def _format_seconds(s):
     return f"{s * 1e6:.3g} µs"
 
 
+def median_iqr(times):
+    """``(median, inter-quartile range)`` of a list of durations: the summary :class:`Timing` reports.
+
+    The median is the middle value (the mean of the two middle ones for an even count); the quartiles
+    ``q1`` and ``q3`` are those of ``statistics.quantiles(times, n=4)`` (its default, "exclusive" method:
+    numpy's ``percentile`` interpolates differently), and the spread is ``q3 - q1``. One duration has no
+    spread (0.0). Raises ValueError for an empty list or a negative duration.
+    """
+    times = list(times)
+    if not times:
+        raise ValueError("median_iqr needs at least one duration, got an empty list")
+    if any(t < 0 for t in times):
+        raise ValueError(f"a duration cannot be negative, got {min(times)}")
+    if len(times) < 2:
+        return statistics.median(times), 0.0
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return statistics.median(times), q3 - q1
+
+
 @dataclass
 class Timing:
     """Latencies of repeated calls, in seconds. ``median`` and ``iqr`` (the spread) summarise them."""
@@ -244,15 +301,12 @@ class Timing:
 
     @property
     def median(self):
-        return statistics.median(self.times)
+        return median_iqr(self.times)[0]
 
     @property
     def iqr(self):
-        """Inter-quartile range: the middle half of the calls took between q1 and q3."""
-        if len(self.times) < 2:
-            return 0.0
-        q1, _, q3 = statistics.quantiles(self.times, n=4)
-        return q3 - q1
+        """Inter-quartile range: the middle half of the calls took between q1 and q3 (:func:`median_iqr`)."""
+        return median_iqr(self.times)[1]
 
     def __repr__(self):
         return (
@@ -386,6 +440,41 @@ def layer_kind(module):
         if isinstance(module, types):
             return kind
     return "other"
+
+
+def _values(output):
+    """Number of values in a layer's output (a tensor, or tensors in a tuple or list)."""
+    if isinstance(output, torch.Tensor):
+        return output.numel()
+    if isinstance(output, (tuple, list)):
+        return sum(_values(o) for o in output)
+    return 0
+
+
+def layer_calls(model, *inputs):
+    """Every call of a leaf module (a module without sub-modules) in one forward pass, in order.
+
+    Returns a list of ``(module, number of values it wrote)``; a module called three times appears
+    three times (a ResNet bottleneck calls its one ReLU module three times). A forward hook on each
+    leaf appends to the list; the hooks are removed afterwards, even if the pass fails. The pass runs
+    under ``torch.no_grad()`` in eval mode (each module gets its own mode back), so that BatchNorm's
+    statistics are not changed. Raises TypeError if ``model`` is not an ``nn.Module``, ValueError
+    without an example input.
+    """
+    _check_model(model)
+    _check_inputs(inputs, "layer_calls")
+    calls = []
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(lambda module, args, output: calls.append((module, _values(output))))
+               for m in leaves]
+    try:
+        with _eval_mode(model), torch.no_grad(), _run_errors(inputs, "layer_calls"):
+            _check_placement(model, inputs, "layer_calls")
+            model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
 
 
 def layer_times(model, *inputs, threads=1, warmup=3, repeat=20):

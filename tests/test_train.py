@@ -77,6 +77,18 @@ def test_training_gives_the_model_back_where_it_was(a_gpu):
     assert student.sent_to[-1] == teacher.sent_to[-1] == torch.device("cpu")
 
 
+def test_an_int8_model_stays_on_the_cpu(a_gpu):
+    from helpers import small_vgg
+    from helpers.compress import quantize
+    from helpers.env import cpu_only, model_device
+
+    images = TensorDataset(torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)))
+    int8 = quantize(small_vgg(width=4), images, batches=1)
+    assert cpu_only(int8) and not cpu_only(small_vgg(width=4))
+    assert 0 <= evaluate(int8, images) <= 1  # the "GPU" (meta) is not used for it
+    assert model_device(int8) == torch.device("cpu")
+
+
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"epochs": 0}, ValueError, "epochs"), ({"lr": -1.0}, ValueError, "lr"),
     ({"train_data": [1, 2]}, TypeError, "Dataset"), ({"model": "net"}, TypeError, "Module"),
