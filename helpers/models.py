@@ -100,34 +100,43 @@ class RepVGGBlock(nn.Module):
 
 
 class TreeBlock(nn.Module):
-    """An Inception-like block: three branches on the same input, concatenated along channels, then ReLU.
+    """An Inception-like block: parallel branches on the same input, concatenated along channels, then ReLU.
 
-    ``branch1`` is a 1x1 conv-BN, ``branch3`` a 3x3 conv-BN, and ``deep`` a 1x1 conv-BN-ReLU followed by
-    a 3x3 conv-BN. The first two are linear and merge exactly into one conv; the ReLU inside ``deep``
-    makes it non-linear, so ``helpers.compress.merge_tree_blocks`` fits it by least squares.
+    ``branch1`` is a 1x1 conv-BN, ``branch3`` a 3x3 conv-BN, ``deep`` a 1x1 conv-BN-ReLU followed by a
+    3x3 conv-BN, and, when ``c_pool > 0``, ``pool`` a 3x3 average pool (stride 1, padding 1, counting
+    the padded zeros) followed by a 1x1 conv-BN: Inception's pooling branch (GoogLeNet has a max pool
+    there; Inception-v3, as torchvision builds it, this average pool, which keeps the branch linear).
+    Output channels: ``c1 + c3 + c_deep + c_pool``, in that order. All branches but ``deep`` are linear
+    and merge exactly into one 3x3 conv; the ReLU inside ``deep`` makes it non-linear, so
+    ``helpers.compress.merge_tree_blocks`` fits it by least squares.
     """
 
-    def __init__(self, c_in, c1, c3, c_reduce, c_deep):
+    def __init__(self, c_in, c1, c3, c_reduce, c_deep, c_pool=0):
         super().__init__()
         self.branch1, self.branch3 = _conv_bn(c_in, c1, 1), _conv_bn(c_in, c3, 3)
         self.deep = nn.Sequential(*_conv_bn(c_in, c_reduce, 1), nn.ReLU(inplace=True), *_conv_bn(c_reduce, c_deep, 3))
+        self.pool = nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1), *_conv_bn(c_in, c_pool, 1)) if c_pool else None
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
-        return self.relu(torch.cat([self.branch1(x), self.branch3(x), self.deep(x)], dim=1))
+        branches = [self.branch1(x), self.branch3(x), self.deep(x)]
+        if self.pool is not None:
+            branches.append(self.pool(x))
+        return self.relu(torch.cat(branches, dim=1))
 
 
 def tree_net(num_classes=10, in_channels=1):
-    """The course's Inception-like "tree" net (about 296,000 parameters) for 28x28 images.
+    """The course's Inception-like "tree" net (285,922 parameters) for 28x28 images.
 
     3x3 stem (32 channels) -> tree block (64) -> max-pool -> tree block (128) -> 4x4 max-pool (to 3x3)
-    -> Linear(1152, 200) -> Linear(200, classes). An ``nn.Sequential``, so that merging its tree blocks
-    (notebook 09) leaves a plain chain of layers that pruning and quantization handle.
+    -> Linear(1152, 200) -> Linear(200, classes). Each tree block has the four branches of
+    :class:`TreeBlock` (1x1, 3x3, 1x1 -> 3x3, average pool -> 1x1). An ``nn.Sequential``, so that
+    merging its tree blocks (notebook 09) leaves a plain chain of layers that pruning and quantization handle.
     """
     return nn.Sequential(
         *_conv_bn_relu(in_channels, 32),
-        TreeBlock(32, 16, 32, 16, 16), nn.MaxPool2d(2),
-        TreeBlock(64, 32, 64, 32, 32), nn.MaxPool2d(4),
+        TreeBlock(32, 16, 24, 16, 16, c_pool=8), nn.MaxPool2d(2),
+        TreeBlock(64, 32, 48, 32, 32, c_pool=16), nn.MaxPool2d(4),
         nn.Flatten(),
         nn.Linear(128 * 3 * 3, 200), nn.ReLU(inplace=True), nn.Dropout(0.3),
         nn.Linear(200, num_classes),

@@ -162,4 +162,5 @@ def trained_tree_net():
     :func:`trained_small_vgg` and cached; notebooks 09 and 10 use it."""
     from .models import tree_net
 
-    return _trained("tree_net", tree_net)
+    # "_pool": the net with its average-pool branch; a cache of the older net (tree_net.pt) is another architecture
+    return _trained("tree_net_pool", tree_net)

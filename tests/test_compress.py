@@ -336,6 +336,41 @@ def test_reparameterize_repvgg_is_exact():
         compress.reparameterize(small_vgg(width=4))
 
 
+def test_fold_avg_pool_is_exact_when_the_pool_counts_the_padding():
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 9, 9)
+    for k in (3, 5):
+        pool, conv = nn.AvgPool2d(k, stride=1, padding=k // 2), nn.Conv2d(5, 7, 1)
+        folded = compress.fusion.fold_avg_pool(pool, conv)
+        assert folded.kernel_size == (k, k) and folded.padding == (k // 2, k // 2)
+        torch.testing.assert_close(folded(x), conv(pool(x)))
+        torch.testing.assert_close(folded.weight, conv.weight.expand(-1, -1, k, k) / k ** 2)
+    # a pool that does not count the padding divides the border windows by fewer than 9: the W / 9
+    # kernel is right inside the image and wrong on its border
+    conv = nn.Conv2d(5, 7, 1)
+    folded = compress.fusion.fold_avg_pool(nn.AvgPool2d(3, stride=1, padding=1), conv)
+    error = folded(x) - conv(nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)(x))
+    assert error[..., 1:-1, 1:-1].abs().max() < 1e-5 and error[..., 0, :].abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("pool, conv, match", [
+    (nn.AvgPool2d(3, 1, 1, count_include_pad=False), nn.Conv2d(4, 6, 1), "count_include_pad"),
+    (nn.AvgPool2d(3, 1, 1, divisor_override=4), nn.Conv2d(4, 6, 1), "count_include_pad"),
+    (nn.AvgPool2d(3, 2, 1), nn.Conv2d(4, 6, 1), "stride 1"),
+    (nn.AvgPool2d(3, 1, 0), nn.Conv2d(4, 6, 1), "padding"),
+    (nn.AvgPool2d(2, 1, 1), nn.Conv2d(4, 6, 1), "odd"),
+    (nn.AvgPool2d(3, 1, 1), nn.Conv2d(4, 6, 3, padding=1), "1x1"),
+    (nn.AvgPool2d(3, 1, 1), nn.Conv2d(4, 8, 1, groups=2), "1x1"),
+])
+def test_fold_avg_pool_refuses_what_is_not_one_convolution(pool, conv, match):
+    with pytest.raises(ValueError, match=match):
+        compress.fusion.fold_avg_pool(pool, conv)
+    with pytest.raises(TypeError, match="AvgPool2d"):
+        compress.fusion.fold_avg_pool(nn.MaxPool2d(3, 1, 1), conv)
+    with pytest.raises(TypeError, match="Conv2d"):
+        compress.fusion.fold_avg_pool(pool, nn.Linear(4, 6))
+
+
 def test_fit_conv_recovers_a_conv_and_merge_tree_blocks_approximates_the_tree():
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 4, 3, padding=1).eval()
@@ -347,12 +382,38 @@ def test_fit_conv_recovers_a_conv_and_merge_tree_blocks_approximates_the_tree():
 
     net = _random_bn(tree_net())
     images = torch.randn(32, 1, 28, 28)
-    merged = compress.merge_tree_blocks(net, torch.utils.data.TensorDataset(images, torch.zeros(32)), images=32)
+    data = torch.utils.data.TensorDataset(images, torch.zeros(32))
+    merged = compress.merge_tree_blocks(net, data, images=32)
     assert not any(isinstance(m, TreeBlock) for m in merged)
     assert sum(isinstance(m, nn.Conv2d) for m in merged) == 3
     # the linear branches are exact; the deep branch is a least-squares fit, close but not equal
     error = (merged(images) - net(images)).abs().max() / net(images).abs().max()
     assert 0 < error < 0.05
+
+    first = compress.merge_tree_blocks(net, data, images=32, count=1)  # block by block
+    assert [isinstance(m, TreeBlock) for m in first].count(True) == 1 and isinstance(first[6], TreeBlock)
+    torch.testing.assert_close(first[:5](images), merged[:5](images))
+    for count in (0, 1.5, True):
+        with pytest.raises(ValueError, match="count"):
+            compress.merge_tree_blocks(net, data, count=count)
+
+
+def test_tree_block_linear_branches_merge_exactly_with_or_without_a_pool_branch():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 10, 10)
+    for c_pool in (0, 3):
+        block = _random_bn(TreeBlock(6, 2, 4, 3, 5, c_pool=c_pool))
+        exact = compress.fusion.tree_branches_exact(block)
+        branches = [block.branch1, block.branch3] + ([block.pool] if c_pool else [])
+        assert len(exact) == len(branches)
+        for conv, branch in zip(exact, branches):
+            torch.testing.assert_close(conv(x), branch(x), rtol=1e-4, atol=1e-5)
+        merged = compress.merge_tree_blocks(nn.Sequential(block), torch.utils.data.TensorDataset(x, torch.zeros(2)))
+        assert merged[0].out_channels == block(x).shape[1] == 2 + 4 + 5 + c_pool
+        linear = [*range(6), *range(11, 11 + c_pool)]  # the channels of branch1, branch3 and pool: exact
+        torch.testing.assert_close(merged(x)[:, linear], block(x)[:, linear], rtol=1e-4, atol=1e-5)
+    with pytest.raises(TypeError, match="TreeBlock"):
+        compress.fusion.tree_branches_exact(RepVGGBlock(4, 4))
 
 
 def test_freeze_keeps_the_function_and_reports_its_file_size():

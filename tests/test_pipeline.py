@@ -1,31 +1,55 @@
 import pytest
 import torch
 
-from helpers import small_vgg, tree_net
-from helpers import pipeline
+from helpers import TreeBlock, small_vgg, tree_net
+from helpers import compress, pipeline
 
 DATA = torch.utils.data.TensorDataset(torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)))
 
 
-@pytest.mark.parametrize("name, build, first_steps", [("vgg", lambda: small_vgg(width=4), ["original", "channels pruned"]),
-                                                      ("tree", tree_net, ["original", "branches merged"])])
+@pytest.mark.parametrize("name, build, first_steps", [
+    ("vgg", lambda: small_vgg(width=4), ["original", "channels pruned", "low rank"]),
+    ("tree", tree_net, ["original", "block 1 merged", "block 2 merged", "channels pruned"])])
 def test_every_step_runs_and_is_measured(name, build, first_steps):
     torch.manual_seed(0)
     original = build().eval()
-    steps = pipeline.compress_steps(name, original, DATA, plan={**pipeline.PLANS[name], "rank": 8}, fast=True)
-    assert list(steps)[:2] == first_steps
-    assert list(steps)[-4:] == ["low rank", "BN folded", "int8", "int8, TorchScript"]
+    plan = {**pipeline.PLANS[name], "rank": 8} if name == "vgg" else None
+    steps = pipeline.compress_steps(name, original, DATA, plan=plan, fast=True)
+    assert list(steps) == first_steps + ["BN folded", "int8", "int8, TorchScript"]
     assert steps["original"] is original
     table = pipeline.measure_steps(steps, DATA, repeat=2)
     assert list(table.index) == list(steps)
     assert table.iloc[0][["x fewer params", "x smaller file", "x faster b1", "x throughput b64"]].tolist() == [1, 1, 1, 1]
     assert table.loc["int8", "x smaller file"] > table.loc["BN folded", "x smaller file"] > 1
-    assert table.loc["low rank", "params"] < table.loc["channels pruned", "params"]
+    assert table.loc[first_steps[-1], "params"] < table.loc[first_steps[-2], "params"]
     assert table.loc["int8", "params"] == table.loc["BN folded", "params"], "int8 keeps the fp32 model's parameter count"
     assert table.loc["int8, TorchScript", "accuracy"] == table.loc["int8", "accuracy"], "freezing keeps the function"
     assert "tuned fp32 speed-up b1" in table.attrs
     report = pipeline.markdown({name: table})
     assert "against the source" in report and "| int8" in report
+
+
+def test_the_tree_recipe_merges_block_by_block_with_fine_tuning_in_between_and_no_low_rank(monkeypatch):
+    events = []
+    merge, distill = compress.merge_tree_blocks, compress.distill
+
+    def merging(model, data, **kwargs):
+        events.append(("merge", sum(isinstance(m, TreeBlock) for m in model), kwargs.get("count")))
+        return merge(model, data, **kwargs)
+
+    def tuning(model, *args, **kwargs):
+        events.append(("tune", sum(isinstance(m, TreeBlock) for m in model)))
+        return distill(model, *args, **kwargs)
+
+    monkeypatch.setattr(compress, "merge_tree_blocks", merging)
+    monkeypatch.setattr(compress, "distill", tuning)
+    monkeypatch.setattr(compress, "low_rank", lambda *a, **k: pytest.fail("the tree recipe has no low-rank step"))
+    torch.manual_seed(0)
+    pipeline.compress_steps("tree", tree_net().eval(), DATA, fast=True)
+    # each merge takes one block out of the model that the previous fine-tuning left, then it is fine-tuned
+    assert events[:4] == [("merge", 2, 1), ("tune", 1), ("merge", 1, 1), ("tune", 0)]
+    assert events[4:] == [("tune", 0)], "then pruning and its fine-tuning"
+    assert "rank" not in pipeline.PLANS["tree"]
 
 
 def test_unknown_model_is_refused():

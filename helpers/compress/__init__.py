@@ -29,6 +29,8 @@ Fusion and re-parameterisation (``fusion.py``, notebook 09; for inference: every
 * :func:`fold_bn`: one Conv2d or Linear that computes a BatchNorm applied to its output.
 * :func:`fuse_bn`: fold every BatchNorm that follows a Conv2d or Linear inside a model's ``nn.Sequential`` containers.
 * :func:`merge_parallel`: one Conv2d for parallel convolutions of the same input, summed or concatenated.
+* :func:`fold_avg_pool`: a k x k average pool followed by a 1x1 conv as one k x k conv (exact, with the pool's padding counted).
+* :func:`tree_branches_exact`: the linear branches of a ``TreeBlock`` (1x1, 3x3, average pool) as exact convolutions.
 * :func:`fit_conv`: the Conv2d closest, by least squares, to any module on sample inputs.
 * :func:`reparameterize`: each ``RepVGGBlock`` of a model merged into one 3x3 conv (exact).
 * :func:`merge_tree_blocks`: each ``TreeBlock`` merged into one 3x3 conv (exact for its linear
@@ -36,14 +38,15 @@ Fusion and re-parameterisation (``fusion.py``, notebook 09; for inference: every
 * :func:`freeze`: a model traced and frozen by TorchScript, for deployment: no Python between layers.
 """
 from .distillation import distill, distillation_loss, teacher_logits
-from .fusion import (FrozenModel, fit_conv, fold_bn, freeze, fuse_bn, identity_conv, merge_parallel, merge_tree_blocks,
-                     reparameterize)
+from .fusion import (FrozenModel, fit_conv, fold_avg_pool, fold_bn, freeze, fuse_bn, identity_conv, merge_parallel,
+                     merge_tree_blocks, reparameterize, tree_branches_exact)
 from .lowrank import low_rank
 from .pruning import make_permanent, prune_channels, prune_unstructured, sparsity
 from .quantization import ao_warnings_off, quantize, quantized_engine
 
 __all__ = [
-    "FrozenModel", "ao_warnings_off", "distill", "distillation_loss", "fit_conv", "fold_bn", "freeze", "fuse_bn",
+    "FrozenModel", "ao_warnings_off", "distill", "distillation_loss", "fit_conv", "fold_avg_pool", "fold_bn", "freeze",
+    "fuse_bn", "tree_branches_exact",
     "identity_conv", "low_rank", "make_permanent", "merge_parallel", "merge_tree_blocks", "prune_channels",
     "prune_unstructured", "quantize", "quantized_engine", "reparameterize", "sparsity", "teacher_logits",
 ]

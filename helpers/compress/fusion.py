@@ -1,4 +1,8 @@
-"""Fusion and re-parameterisation (notebook 09): fold BN, merge parallel branches, freeze for deployment."""
+"""Fusion and re-parameterisation (notebook 09): fold BN, merge parallel branches, freeze for deployment.
+
+A layer built from other layers is put on the device they are on, so the functions work on a model
+wherever it lives (the course keeps models on the CPU; training borrows the GPU, see ``helpers.env``).
+"""
 import copy
 import io
 import warnings
@@ -78,13 +82,49 @@ def merge_parallel(convs, how="sum"):
         raise ValueError(f"summed outputs need the same out_channels, got {[c.out_channels for c in convs]}")
     size = max(c.kernel_size[0] for c in convs)
     weights = [_centred(c.weight.detach(), size) for c in convs]
-    biases = [c.bias.detach() if c.bias is not None else torch.zeros(c.out_channels) for c in convs]
+    biases = [c.bias.detach() if c.bias is not None else c.weight.new_zeros(c.out_channels) for c in convs]
     combine = sum if how == "sum" else (lambda ts: torch.cat(list(ts)))
     weight, bias = combine(weights), combine(biases)
-    merged = nn.Conv2d(convs[0].in_channels, weight.shape[0], size, convs[0].stride, size // 2)
+    merged = nn.Conv2d(convs[0].in_channels, weight.shape[0], size, convs[0].stride, size // 2).to(weight.device)
     merged.weight.data.copy_(weight)
     merged.bias.data.copy_(bias)
     return merged.eval()
+
+
+def fold_avg_pool(pool, conv):
+    """One Conv2d computing ``conv(pool(x))``, for a k x k average pool with stride 1 and "same" padding
+    (k // 2) that counts the padded zeros (``count_include_pad=True``, PyTorch's default), followed by
+    a 1x1 convolution (Inception's pooling branch).
+
+    Such a pool is itself a convolution: each output is the sum of the k x k window, zeros outside the
+    image included, divided by k². A 1x1 conv W after it therefore equals one k x k conv with the
+    kernel W / k² at every tap, the same padding, and the same bias. With ``count_include_pad=False``
+    a window that overlaps the border is divided by the number of pixels inside the image instead
+    (fewer than k²), which no fixed kernel does: that pool is refused.
+    """
+    if not isinstance(pool, nn.AvgPool2d):
+        raise TypeError(f"fold_avg_pool folds an nn.AvgPool2d, got {type(pool).__name__}")
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"fold_avg_pool folds the pool into the nn.Conv2d after it, got {type(conv).__name__}")
+    k, stride, padding = _pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding)
+    if k[0] != k[1] or k[0] % 2 == 0 or stride != (1, 1) or padding != (k[0] // 2, k[0] // 2):
+        raise ValueError(f"fold_avg_pool needs a square, odd average pool with stride 1 and padding kernel // 2 "
+                         f"(same output size); got {pool}")
+    if not pool.count_include_pad or pool.divisor_override is not None:
+        raise ValueError("with count_include_pad=False (or a divisor_override) the pool divides the border windows "
+                         "by another number than kernel², so no single convolution equals it; got " + str(pool))
+    if (conv.kernel_size != (1, 1) or conv.stride != (1, 1) or conv.padding != (0, 0) or conv.groups != 1
+            or conv.dilation != (1, 1)):
+        raise ValueError(f"fold_avg_pool folds into a plain 1x1 convolution (stride 1, groups 1); got {conv}")
+    size = k[0]
+    merged = nn.Conv2d(conv.in_channels, conv.out_channels, size, padding=size // 2).to(conv.weight.device)
+    merged.weight.data.copy_(conv.weight.detach().expand(-1, -1, size, size) / size ** 2)
+    merged.bias.data.copy_(conv.bias.detach() if conv.bias is not None else conv.weight.new_zeros(conv.out_channels))
+    return merged.eval()
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 def identity_conv(channels, kernel_size=1):
@@ -113,10 +153,11 @@ def fit_conv(module, inputs, kernel_size=3):
                              f"{tuple(target.shape)}")
         windows = nn.functional.unfold(inputs, kernel_size, padding=kernel_size // 2)  # N, C*k*k, H*W
         X = windows.transpose(1, 2).reshape(-1, windows.shape[1]).double()
-        X = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)            # a column of ones: the bias
+        X = torch.cat([X, X.new_ones(len(X), 1)], dim=1)                           # a column of ones: the bias
         Y = target.flatten(2).transpose(1, 2).reshape(-1, target.shape[1]).double()
-        solution = torch.linalg.lstsq(X.T @ X, X.T @ Y).solution.float()           # (C*k*k + 1, C_out)
-    conv = nn.Conv2d(inputs.shape[1], target.shape[1], kernel_size, padding=kernel_size // 2)
+        # the small system is solved on the CPU: CUDA's lstsq assumes full rank, and XᵀX need not be
+        solution = torch.linalg.lstsq((X.T @ X).cpu(), (X.T @ Y).cpu()).solution.float()  # (C*k*k + 1, C_out)
+    conv = nn.Conv2d(inputs.shape[1], target.shape[1], kernel_size, padding=kernel_size // 2).to(inputs.device)
     conv.weight.data.copy_(solution[:-1].T.reshape(conv.weight.shape))
     conv.bias.data.copy_(solution[-1])
     return conv.eval()
@@ -144,32 +185,58 @@ def reparameterize(model):
     def merge(block, _):
         branches = [fold_bn(*block.conv3), fold_bn(*block.conv1)]
         if block.identity is not None:
-            branches.append(fold_bn(identity_conv(block.identity.num_features), block.identity))
+            identity = identity_conv(block.identity.num_features).to(block.identity.weight.device)
+            branches.append(fold_bn(identity, block.identity))
         return [merge_parallel(branches, "sum"), nn.ReLU(inplace=True)]
 
     return _with_blocks_replaced(model, RepVGGBlock, merge)
 
 
-def merge_tree_blocks(model, data, *, images=128):
-    """A copy of an ``nn.Sequential`` model with each ``TreeBlock`` replaced by one 3x3 conv and its ReLU.
+def tree_branches_exact(block):
+    """The linear branches of a ``TreeBlock`` as Conv2d layers that compute them exactly (BN folded):
+    the 1x1 branch, the 3x3 branch, and the pooling branch when the block has one (:func:`fold_avg_pool`)."""
+    from ..models import TreeBlock
 
-    The 1x1 and 3x3 branches are folded and merged exactly; the non-linear ``deep`` branch is replaced
-    by the 3x3 conv that :func:`fit_conv` fits to it on the block's inputs for the first ``images``
-    images of ``data`` (inputs computed by the already merged layers before it). The result is an
+    if not isinstance(block, TreeBlock):
+        raise TypeError(f"expected a helpers.TreeBlock, got {type(block).__name__}")
+    exact = [fold_bn(*block.branch1), fold_bn(*block.branch3)]
+    if block.pool is not None:
+        exact.append(fold_avg_pool(block.pool[0], fold_bn(*block.pool[1:])))
+    return exact
+
+
+def merge_tree_blocks(model, data, *, images=128, count=None):
+    """A copy of an ``nn.Sequential`` model with its ``TreeBlock``s replaced by one 3x3 conv and its ReLU each.
+
+    The linear branches (1x1, 3x3, and average pool + 1x1 when there is one) are folded and merged
+    exactly (:func:`tree_branches_exact`); the non-linear ``deep`` branch is replaced by the 3x3 conv
+    that :func:`fit_conv` fits to it on the block's inputs for the first ``images`` images of ``data``
+    (inputs computed by the layers before it, already merged ones included). The result is an
     approximation: fine-tune it.
+
+    ``count`` merges only the first ``count`` tree blocks still in the model (``None``: all of them),
+    so that the model can be fine-tuned after each block before the next is fitted (block by block).
+    Works on the device the model is on.
     """
+    from ..env import model_device
     from ..models import TreeBlock
 
     if isinstance(images, bool) or not isinstance(images, int) or images < 1:
         raise ValueError(f"images must be a whole number >= 1, got {images!r}")
-    batch = torch.stack([data[i][0] for i in range(min(images, len(data)))])
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ValueError(f"count is how many tree blocks to merge, a whole number >= 1 or None (all); got {count!r}")
+    batch = torch.stack([data[i][0] for i in range(min(images, len(data)))]).to(model_device(model))
+    merged = []
 
     def merge(block, layers_before):
+        if count is not None and len(merged) >= count:
+            return [block]
+        merged.append(block)
         with torch.no_grad():
-            inputs = layers_before.cpu()(batch)
-        deep = fit_conv(block.deep.cpu(), inputs, kernel_size=3)
-        return [merge_parallel([fold_bn(*block.branch1), fold_bn(*block.branch3), deep], "concat"),
-                nn.ReLU(inplace=True)]
+            inputs = layers_before(batch)
+        branch1, branch3, *pool = tree_branches_exact(block)
+        deep = fit_conv(block.deep, inputs, kernel_size=3)
+        return [merge_parallel([branch1, branch3, deep, *pool], "concat"), nn.ReLU(inplace=True)]  # forward's order
 
     return _with_blocks_replaced(model, TreeBlock, merge)
 
