@@ -33,14 +33,18 @@ def machine():
             "torch": torch.__version__, "mode": "fast" if FAST else "full", "date": datetime.date.today().isoformat()}
 
 
-def record(name, figures, *, how=""):
+def record(name, figures, *, how="", merge=False):
     """Write ``figures`` (a dict of JSON values) to ``data/results/<name>.json`` with :func:`machine`.
 
-    ``how`` says in words what was run (settings, sizes), so that a reader can reproduce it.
+    ``how`` says in words what was run (settings, sizes), so that a reader can reproduce it. With
+    ``merge=True`` the figures are added to those already in the file (one entry per run of different
+    settings) instead of replacing them.
     """
     if not isinstance(figures, dict) or not figures:
         raise TypeError(f"record(name, figures): figures must be a non-empty dict, got {type(figures).__name__}")
     path = RESULTS / f"{name}.json"
+    if merge and path.exists():
+        figures = {**json.loads(path.read_text())["figures"], **figures}
     with atomic_file(path, "w") as file:
         json.dump({"machine": machine(), "how": how, "figures": figures}, file, indent=1)
     return path

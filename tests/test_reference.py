@@ -26,6 +26,14 @@ def test_record_then_promote_then_read_with_its_machine(folders, monkeypatch):
     assert f"{saved['machine']['cores']} cores" in figures.label and "two epochs" in figures.label
 
 
+def test_record_can_add_a_run_beside_the_ones_already_recorded(folders):
+    ref.record("nb", {"run a": 1})
+    ref.record("nb", {"run b": 2}, merge=True)
+    assert json.loads((folders / "results" / "nb.json").read_text())["figures"] == {"run a": 1, "run b": 2}
+    ref.record("nb", {"run c": 3})
+    assert json.loads((folders / "results" / "nb.json").read_text())["figures"] == {"run c": 3}
+
+
 def test_fast_mode_figures_never_become_the_reference(folders, monkeypatch):
     monkeypatch.setattr(ref, "FAST", True)
     ref.record("nb", {"r": 0.5})

@@ -148,7 +148,13 @@ def _unanswered(answer):
 
 
 def _run(ex, fn):
-    """(passed, message) for the student's function ``fn``; message is one line."""
+    """(passed, message) for the student's function ``fn``; message is one line. The global random state is
+    left as it was, so that later cells draw the same numbers whether or not the exercise passes."""
+    with torch.random.fork_rng(devices=[]):
+        return _run_cases(ex, fn)
+
+
+def _run_cases(ex, fn):
     if not callable(fn):
         return False, f"❌ expected your function (its name, without brackets), got {_short(fn)}"
     cases = ex.cases()
