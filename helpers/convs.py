@@ -1,8 +1,13 @@
-"""Small checks for convolution settings that readers change with sliders.
+"""Convolutions: checks of the settings readers change with sliders, and the references of notebooks 01-02.
 
-A grouped convolution needs both channel counts to divide by the number of groups. PyTorch says so
-in its own words when the layer is built; these helpers say it before, in a reader's terms, and
-list the values that would work.
+* :func:`valid_groups`, :func:`check_groups`: a grouped convolution needs both channel counts to divide by
+  the number of groups. PyTorch says so in its own words when the layer is built; these say it before, in
+  a reader's terms, and list the values that would work.
+* Notebook 02's references: :func:`grouped_conv` (split -> conv -> concat, as ``F.conv2d(groups=g)``),
+  :func:`depthwise_separable` (MobileNet V1's block).
+* Notebook 01's references: :func:`conv_output_size`, :func:`dilate_kernel`, :func:`receptive_field`.
+
+The exercise checks (``helpers.exercises``) run the student's versions against these.
 """
 import math
 

@@ -143,6 +143,10 @@ def difference(got, want, rel_tol=1e-5, abs_tol=1e-6):
     return None if math.isclose(got, want, rel_tol=rel_tol, abs_tol=abs_tol) else f"returned {got:.6g}, expected another value"
 
 
+def _names(errors):
+    return " or ".join(e.__name__ for e in (errors if isinstance(errors, tuple) else (errors,)))
+
+
 def _unanswered(answer):
     return answer is None or answer is Ellipsis
 
@@ -167,12 +171,14 @@ def _run_cases(ex, fn):
                 continue
             if n == 1 and isinstance(error, NotImplementedError):
                 return None, NOT_YET_DONE
-            return False, f"❌ {where}: raised {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+            text = f"raised {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
+            if case.raises:
+                text += f"; expected {_names(case.raises)}"
+            return False, f"❌ {where}: {text}"
         if n == 1 and got is None:
             return None, NOT_YET_DONE  # a body that is still `...` returns None
         if case.raises:
-            names = " or ".join(e.__name__ for e in (case.raises if isinstance(case.raises, tuple) else (case.raises,)))
-            return False, f"❌ {where}: should raise {names}, but returned {_short(got)}"
+            return False, f"❌ {where}: should raise {_names(case.raises)}, but returned {_short(got)}"
         want = ex.reference(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs))
         problem = (ex.compare or (lambda g, w: difference(g, w, ex.rel_tol, ex.abs_tol)))(got, want)
         if problem:
@@ -187,7 +193,8 @@ def _judge(ex, answer):
         return None, NOT_YET_DONE
     problem = difference(answer, ex.expected(), ex.rel_tol, ex.abs_tol)
     if problem:
-        return False, f"❌ not quite: {problem.replace('returned', 'you answered')}. {ex.hint}".rstrip()
+        hint = ex.hint if "expected another value" in problem else ""  # a wrong kind of answer needs no maths hint
+        return False, f"❌ not quite: {problem.replace('returned', 'you answered')}. {hint}".rstrip()
     return True, f"✅ correct: {_short(answer)}"
 
 
