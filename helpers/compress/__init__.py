@@ -17,6 +17,9 @@ Quantization (``quantization.py``, notebook 06):
 * :func:`quantize`: an int8 copy of a model for CPU inference (post-training static quantization).
 * :func:`quantized_engine`: which of PyTorch's quantized CPU engines it uses on this machine.
 * :func:`ao_warnings_off`: silence ``torch.ao.quantization``'s deprecation warnings in a ``with`` block.
+* :func:`affine_params`, :func:`fake_quantize`, :func:`fixed_point`, :func:`int8_linear`: the from-scratch pieces
+  notebook 06 has students write (scale and zero point, symmetric fake quantization, the fixed-point multiplier,
+  an integer-only linear layer), each checked against PyTorch.
 
 Distillation (``distillation.py``, notebook 07) and low rank (``lowrank.py``, notebook 08):
 
@@ -42,10 +45,11 @@ from .fusion import (FrozenModel, fit_conv, fold_avg_pool, fold_bn, freeze, fuse
                      merge_tree_blocks, reparameterize, tree_branches_exact)
 from .lowrank import low_rank
 from .pruning import make_permanent, prune_channels, prune_unstructured, sparsity
-from .quantization import ao_warnings_off, quantize, quantized_engine
+from .quantization import (affine_params, ao_warnings_off, fake_quantize, fixed_point, int8_linear, quantize,
+                           quantized_engine)
 
 __all__ = [
-    "FrozenModel", "ao_warnings_off", "distill", "distillation_loss", "fit_conv", "fold_avg_pool", "fold_bn", "freeze",
+    "FrozenModel", "affine_params", "ao_warnings_off", "fake_quantize", "fixed_point", "int8_linear", "distill", "distillation_loss", "fit_conv", "fold_avg_pool", "fold_bn", "freeze",
     "fuse_bn", "tree_branches_exact",
     "identity_conv", "low_rank", "make_permanent", "merge_parallel", "merge_tree_blocks", "prune_channels",
     "prune_unstructured", "quantize", "quantized_engine", "reparameterize", "sparsity", "teacher_logits",
