@@ -13,7 +13,9 @@ logits are computed once):
 * both: the int8 model frozen by TorchScript (:func:`~helpers.compress.freeze`), the form one would
   deploy, with no Python between layers.
 
-:func:`measure_steps` then measures every step, and two fp32 baselines, in one interleaved run.
+:func:`measure_steps` then measures every step, and two fp32 baselines, in one interleaved run;
+:func:`choose_step` picks the step that meets a size and latency budget, and :func:`rank_for_budget`
+the low rank that fits a parameter budget (notebook 10's exercises).
 """
 import argparse
 import json
@@ -123,6 +125,43 @@ def measure_steps(steps, test_data, *, repeat=30, threads=1):
     table.attrs["tuned fp32 speed-up b1"] = batch1.loc["original", "latency_ms"] / batch1.loc["tuned fp32", "latency_ms"]
     table.attrs["threads"] = threads
     return table
+
+
+def rank_for_budget(linear, max_params):
+    """The largest rank ``r`` (at most ``min(in_features, out_features)``) at which ``linear``, factorised
+    as :func:`~helpers.compress.low_rank` does it, has at most ``max_params`` parameters.
+
+    ``low_rank`` turns ``Linear(n -> m)`` into ``Linear(n -> r)`` without a bias and ``Linear(r -> m)``
+    with the original bias: ``r (n + m)`` weights, plus ``m`` biases when the layer has them. A rank
+    above ``min(n, m)`` is not a factorisation, so a generous budget gives ``min(n, m)``. Raises
+    TypeError unless ``linear`` is an ``nn.Linear``, and ValueError when even rank 1 does not fit.
+    """
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"rank_for_budget factorises an nn.Linear, got {type(linear).__name__}")
+    n, m = linear.in_features, linear.out_features
+    biases = m if linear.bias is not None else 0
+    if max_params < (n + m) + biases:
+        raise ValueError(f"a budget of {max_params} parameters is below rank 1's {(n + m) + biases} "
+                         f"({n} + {m} weights{f' + {m} biases' if biases else ''})")
+    return min(int((max_params - biases) // (n + m)), n, m)
+
+
+def choose_step(table, max_bytes, max_ms):
+    """The step to deploy, from a table like :func:`measure_steps`'s (one row per step, in pipeline order):
+    the name of the most accurate step whose file is at most ``max_bytes`` (``size_bytes``) and whose
+    batch-1 latency at most ``max_ms`` (``latency_b1_ms``). Of equally accurate steps, the one with the
+    smaller file; then the earlier one. Raises KeyError when a column is missing, ValueError when no
+    step fits the budget.
+    """
+    missing = [c for c in ("accuracy", "size_bytes", "latency_b1_ms") if c not in table.columns]
+    if missing:
+        raise KeyError(f"the table needs the columns accuracy, size_bytes and latency_b1_ms; {missing} missing")
+    fits = [(-row["accuracy"], row["size_bytes"], i, step) for i, (step, row) in enumerate(table.iterrows())
+            if row["size_bytes"] <= max_bytes and row["latency_b1_ms"] <= max_ms]
+    if not fits:
+        raise ValueError(f"no step has a file of at most {max_bytes:,.0f} bytes and a batch-1 latency of at most "
+                         f"{max_ms:.3g} ms")
+    return min(fits)[-1]
 
 
 def source_comparison(tables):

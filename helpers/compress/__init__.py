@@ -35,6 +35,7 @@ Fusion and re-parameterisation (``fusion.py``, notebook 09; for inference: every
 * :func:`fold_avg_pool`: a k x k average pool followed by a 1x1 conv as one k x k conv (exact, with the pool's padding counted).
 * :func:`tree_branches_exact`: the linear branches of a ``TreeBlock`` (1x1, 3x3, average pool) as exact convolutions.
 * :func:`fit_conv`: the Conv2d closest, by least squares, to any module on sample inputs.
+* :func:`merge_repvgg`: one ``RepVGGBlock`` merged into one 3x3 conv and its ReLU (exact).
 * :func:`reparameterize`: each ``RepVGGBlock`` of a model merged into one 3x3 conv (exact).
 * :func:`merge_tree_blocks`: each ``TreeBlock`` merged into one 3x3 conv (exact for its linear
   branches, least squares for the non-linear one).
@@ -42,7 +43,7 @@ Fusion and re-parameterisation (``fusion.py``, notebook 09; for inference: every
 """
 from .distillation import distill, distillation_loss, teacher_logits
 from .fusion import (FrozenModel, fit_conv, fold_avg_pool, fold_bn, freeze, fuse_bn, identity_conv, merge_parallel,
-                     merge_tree_blocks, reparameterize, tree_branches_exact)
+                     merge_repvgg, merge_tree_blocks, reparameterize, tree_branches_exact)
 from .lowrank import low_rank
 from .pruning import make_permanent, prune_channels, prune_unstructured, sparsity
 from .quantization import (affine_params, ao_warnings_off, fake_quantize, fixed_point, int8_linear, quantize,
@@ -51,6 +52,6 @@ from .quantization import (affine_params, ao_warnings_off, fake_quantize, fixed_
 __all__ = [
     "FrozenModel", "affine_params", "ao_warnings_off", "fake_quantize", "fixed_point", "int8_linear", "distill", "distillation_loss", "fit_conv", "fold_avg_pool", "fold_bn", "freeze",
     "fuse_bn", "tree_branches_exact",
-    "identity_conv", "low_rank", "make_permanent", "merge_parallel", "merge_tree_blocks", "prune_channels",
+    "identity_conv", "low_rank", "make_permanent", "merge_parallel", "merge_repvgg", "merge_tree_blocks", "prune_channels",
     "prune_unstructured", "quantize", "quantized_engine", "reparameterize", "sparsity", "teacher_logits",
 ]

@@ -182,14 +182,27 @@ def reparameterize(model):
     """
     from ..models import RepVGGBlock
 
-    def merge(block, _):
-        branches = [fold_bn(*block.conv3), fold_bn(*block.conv1)]
-        if block.identity is not None:
-            identity = identity_conv(block.identity.num_features).to(block.identity.weight.device)
-            branches.append(fold_bn(identity, block.identity))
-        return [merge_parallel(branches, "sum"), nn.ReLU(inplace=True)]
+    return _with_blocks_replaced(model, RepVGGBlock, lambda block, _: list(merge_repvgg(block)))
 
-    return _with_blocks_replaced(model, RepVGGBlock, merge)
+
+def merge_repvgg(block):
+    """``nn.Sequential(conv, nn.ReLU())`` computing one ``RepVGGBlock`` in eval mode, ``conv`` a single 3x3 conv.
+
+    Each branch's BN is folded into its conv (:func:`fold_bn`); the identity branch, when the block has
+    one, is first a 1x1 conv whose kernel is the identity matrix (:func:`identity_conv`). The 1x1
+    kernels are zero-padded to 3x3, centred, and the kernels and biases of the branches summed
+    (:func:`merge_parallel`); the conv keeps the block's stride. Raises TypeError for anything but a
+    ``helpers.RepVGGBlock``.
+    """
+    from ..models import RepVGGBlock
+
+    if not isinstance(block, RepVGGBlock):
+        raise TypeError(f"merge_repvgg merges a helpers.RepVGGBlock, got {type(block).__name__}")
+    branches = [fold_bn(*block.conv3), fold_bn(*block.conv1)]
+    if block.identity is not None:
+        identity = identity_conv(block.identity.num_features).to(block.identity.weight.device)
+        branches.append(fold_bn(identity, block.identity))
+    return nn.Sequential(merge_parallel(branches, "sum"), nn.ReLU(inplace=True)).eval()
 
 
 def tree_branches_exact(block):
