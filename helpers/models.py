@@ -141,3 +141,49 @@ def tree_net(num_classes=10, in_channels=1):
         nn.Linear(128 * 3 * 3, 200), nn.ReLU(inplace=True), nn.Dropout(0.3),
         nn.Linear(200, num_classes),
     )
+
+
+# ---------------------------------------------------------------- notebook 04's references (its exercises 04.1-04.3)
+
+def _whole_number(name, value, least):
+    """Raise a ValueError unless ``value`` is a whole number >= ``least``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+
+
+def inverted_residual(c_in, c_out, stride=1, expand=6):
+    """MobileNet V2's inverted residual block (Sandler et al., 2018), as torchvision builds it.
+
+    1x1 expansion to ``w = c_in * expand`` channels -> BN -> ReLU6 -> depthwise 3x3 (``groups=w``,
+    padding 1, ``stride``) -> BN -> ReLU6 -> 1x1 projection to ``c_out`` -> BN, with no activation after
+    the projection (the linear bottleneck) and no convolution bias. With ``expand = 1`` the expansion is
+    left out: the depthwise convolution filters the input itself (the first row of the paper's Table 2).
+    The input is added to the output (the shortcut) only when ``stride == 1`` and ``c_in == c_out``.
+    Parameters: ``w * (c_in + c_out + 13) + 2 * c_out`` (``c_in * (c_out + 11) + 2 * c_out`` when
+    ``expand = 1``). Raises a ValueError unless ``c_in``, ``c_out`` and ``expand`` are whole numbers >= 1
+    and ``stride`` is 1 or 2.
+    """
+    from torchvision.models.mobilenetv2 import InvertedResidual
+
+    for name, value in (("c_in", c_in), ("c_out", c_out), ("expand", expand)):
+        _whole_number(name, value, 1)
+    if isinstance(stride, bool) or stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2 (MobileNet V2's blocks keep or halve the map), got {stride!r}")
+    return InvertedResidual(c_in, c_out, stride, expand)
+
+
+def squeeze_excite(c, reduction=16):
+    """Hu et al. (2018)'s squeeze-and-excitation module on ``c`` channels: torchvision's ``SqueezeExcitation``.
+
+    ``y = x * sigmoid(fc2(relu(fc1(mean of x over the map))))``, where ``fc1`` and ``fc2`` are 1x1
+    convolutions with bias, from ``c`` to ``s = c // reduction`` channels and back. Parameters:
+    ``2 * c * s + s + c``. Raises a ValueError unless ``c`` and ``reduction`` are whole numbers >= 1 and
+    ``c // reduction`` leaves at least one channel.
+    """
+    from torchvision.ops import SqueezeExcitation
+
+    _whole_number("c", c, 1)
+    _whole_number("reduction", reduction, 1)
+    if c // reduction < 1:
+        raise ValueError(f"c // reduction = {c} // {reduction} leaves no channel for the squeeze")
+    return SqueezeExcitation(c, c // reduction)

@@ -44,6 +44,29 @@ def evaluate(model, data, batch_size=512):
     return correct / len(data)
 
 
+def topk_accuracy(logits, labels, k=1):
+    """The share of rows of ``logits`` ([N, classes]) whose label (``labels``, [N]) is among its ``k`` highest.
+
+    ``k = 1`` is the ordinary accuracy. Returns a float in [0, 1]. Raises a TypeError unless both are
+    tensors, and a ValueError unless ``logits`` is 2-D with at least one row, ``labels`` 1-D with one label
+    per row, every label a class index, and ``k`` a whole number from 1 to the number of classes.
+    """
+    if not isinstance(logits, torch.Tensor) or not isinstance(labels, torch.Tensor):
+        raise TypeError(f"logits and labels must be tensors, got {type(logits).__name__} and {type(labels).__name__}")
+    if logits.dim() != 2 or labels.dim() != 1 or len(labels) != len(logits):
+        raise ValueError(f"logits must be [N, classes] and labels [N], "
+                         f"got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    classes = logits.shape[1]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= classes:
+        raise ValueError(f"k must be a whole number from 1 to the number of classes ({classes}), got {k!r}")
+    if labels.is_floating_point() or labels.is_complex() or ((labels < 0) | (labels >= classes)).any():
+        raise ValueError(f"labels must be class indices from 0 to {classes - 1}")
+    if len(labels) == 0:
+        raise ValueError("no rows: the accuracy of nothing is undefined")
+    best = logits.topk(k, dim=1).indices                     # [N, k]: the k highest classes of each row
+    return (best == labels[:, None].to(best.device)).any(dim=1).float().mean().item()
+
+
 def fit(model, train_data, *, epochs=1, lr=1e-3, batch_size=128, val_data=None, seed=0,
         loss_fn=None, progress=True):
     """Train ``model`` with Adam for ``epochs`` passes over ``train_data``; returns the history.

@@ -97,6 +97,8 @@ def get(key):
 def _short(value):
     if isinstance(value, torch.Tensor):
         return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, torch.nn.Module):
+        return f"a {type(value).__name__} module"
     text = repr(value)
     return text if len(text) < 60 else text[:57] + "..."
 
