@@ -25,7 +25,10 @@ Distillation (``distillation.py``, notebook 07) and low rank (``lowrank.py``, no
 
 * :func:`distillation_loss` and :func:`distill`: train a student on a teacher's softened outputs.
 * :func:`teacher_logits`: the teacher's outputs for a whole dataset, computed once for many students.
+* :func:`soft_targets`: the softmax at temperature T (notebook 07's first exercise).
 * :func:`low_rank`: replace Linear layers by two thinner ones from a truncated SVD.
+* :func:`factorise_linear`, :func:`rank_for_energy`, :func:`pq_decode`: one Linear split at rank r, the rank that keeps
+  a share of the energy, and product quantization's decoding (notebook 08's exercises).
 
 Fusion and re-parameterisation (``fusion.py``, notebook 09; for inference: every function returns a copy in eval mode):
 
@@ -41,16 +44,16 @@ Fusion and re-parameterisation (``fusion.py``, notebook 09; for inference: every
   branches, least squares for the non-linear one).
 * :func:`freeze`: a model traced and frozen by TorchScript, for deployment: no Python between layers.
 """
-from .distillation import distill, distillation_loss, teacher_logits
+from .distillation import distill, distillation_loss, soft_targets, teacher_logits
 from .fusion import (FrozenModel, fit_conv, fold_avg_pool, fold_bn, freeze, fuse_bn, identity_conv, merge_parallel,
                      merge_repvgg, merge_tree_blocks, reparameterize, tree_branches_exact)
-from .lowrank import low_rank
+from .lowrank import factorise_linear, low_rank, pq_decode, rank_for_energy
 from .pruning import make_permanent, prune_channels, prune_unstructured, sparsity
 from .quantization import (affine_params, ao_warnings_off, fake_quantize, fixed_point, int8_linear, quantize,
                            quantized_engine)
 
 __all__ = [
-    "FrozenModel", "affine_params", "ao_warnings_off", "fake_quantize", "fixed_point", "int8_linear", "distill", "distillation_loss", "fit_conv", "fold_avg_pool", "fold_bn", "freeze",
+    "FrozenModel", "factorise_linear", "pq_decode", "rank_for_energy", "soft_targets", "affine_params", "ao_warnings_off", "fake_quantize", "fixed_point", "int8_linear", "distill", "distillation_loss", "fit_conv", "fold_avg_pool", "fold_bn", "freeze",
     "fuse_bn", "tree_branches_exact",
     "identity_conv", "low_rank", "make_permanent", "merge_parallel", "merge_repvgg", "merge_tree_blocks", "prune_channels",
     "prune_unstructured", "quantize", "quantized_engine", "reparameterize", "sparsity", "teacher_logits",

@@ -11,14 +11,56 @@ def _check_distillation(T, alpha):
         raise ValueError(f"alpha weighs the teacher's soft targets against the labels and must be in [0, 1], got {alpha!r}")
 
 
+def soft_targets(logits, T):
+    """The softmax of ``logits / T`` over the last dimension (the classes): Hinton et al.'s soft targets.
+
+    ``T = 1`` is the ordinary softmax; ``T > 1`` softens it (the runners-up get more probability),
+    ``T < 1`` sharpens it. Computed by ``torch.softmax``, which subtracts the largest logit first, so
+    that large logits do not overflow. Raises ``TypeError`` unless ``logits`` is a floating-point
+    tensor, ``ValueError`` unless ``T > 0``.
+    """
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got {_describe(logits)}")
+    if isinstance(T, bool) or not isinstance(T, (int, float)) or not T > 0:
+        raise ValueError(f"the temperature T must be a number > 0 (1 leaves the softmax as it is), got {T!r}")
+    return torch.softmax(logits / T, dim=-1)
+
+
+def _describe(value):
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of dtype {str(value.dtype).replace('torch.', '')} and shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _check_logits(student_logits, teacher_logits, labels):
+    for name, tensor in (("student_logits", student_logits), ("teacher_logits", teacher_logits), ("labels", labels)):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {_describe(tensor)}")
+    if student_logits.dim() != 2:
+        raise ValueError(f"student_logits must be [batch, classes], got shape {tuple(student_logits.shape)}")
+    if teacher_logits.shape != student_logits.shape:
+        raise ValueError(f"the teacher's logits {tuple(teacher_logits.shape)} and the student's "
+                         f"{tuple(student_logits.shape)} must have the same shape [batch, classes]")
+    if labels.shape not in (student_logits.shape[:1], student_logits.shape):  # class indices, or probabilities
+        raise ValueError(f"labels must hold one class index per image, shape ({len(student_logits)},), "
+                         f"got {tuple(labels.shape)}")
+
+
 def distillation_loss(student_logits, teacher_logits, labels, T=4.0, alpha=0.9):
     """Hinton et al.'s loss: ``alpha * T² * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy``.
 
     ``teacher_T`` and ``student_T`` are the softmax of the logits divided by ``T``. The KL term is
     averaged over the batch (``reduction="batchmean"``, the true KL divergence per sample) and scaled
-    by ``T²`` so that its gradients keep their size whatever the temperature.
+    by ``T²`` so that its gradients keep their size whatever the temperature. Both distributions are
+    taken as log-probabilities (``log_target=True``), so a teacher probability that underflows to 0
+    gives 0, not ``0 * log 0 = nan``.
+
+    Raises ``ValueError`` when ``T <= 0``, when ``alpha`` is outside [0, 1], or when the shapes do not
+    fit (both logits ``[batch, classes]``; labels ``[batch]`` class indices, or class probabilities shaped
+    like the logits, as ``F.cross_entropy`` takes them); ``TypeError`` when one is not a tensor.
     """
     _check_distillation(T, alpha)
+    _check_logits(student_logits, teacher_logits, labels)
     soft = nn.functional.kl_div(nn.functional.log_softmax(student_logits / T, dim=1),
                                 nn.functional.log_softmax(teacher_logits / T, dim=1),
                                 reduction="batchmean", log_target=True)

@@ -176,7 +176,7 @@ def _run_cases(ex, fn):
             text = f"raised {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": ")
             if case.raises:
                 text += f"; expected {_names(case.raises)}"
-            return False, f"❌ {where}: {text}"
+            return False, f"❌ {where}: {text}. {ex.hint}".rstrip()
         if n == 1 and got is None:
             return None, NOT_YET_DONE  # a body that is still `...` returns None
         if case.raises:

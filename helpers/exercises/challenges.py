@@ -81,7 +81,8 @@ def challenge(key, model, *, note="", path=None):
     figures["passed"] = passed
     path = path or RECORD
     record = load_record(path)
-    entry = record.setdefault(f"{key}{'-fast' if FAST else ''}", {"title": ch.title, "attempts": [], "best": None})
+    entry = record.setdefault(f"{key}{'-fast' if FAST else ''}", {"attempts": [], "best": None})
+    entry["title"] = ch.title  # the target as it is now (the attempts keep their own figures)
     attempt = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "note": note, **figures}
     entry["attempts"].append(attempt)
     best = entry["best"]  # the best attempt that met every target, or None
