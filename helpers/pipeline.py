@@ -14,6 +14,8 @@ logits are computed once):
   deploy, with no Python between layers.
 
 :func:`measure_steps` then measures every step, and two fp32 baselines, in one interleaved run;
+:func:`measure_deployed` deploys the compressed net (notebook 14: ONNX Runtime and OpenVINO, fp32 and int8, and
+a 4-bit file) and ``make bench`` records the best runtime's row beside the TorchScript int8 row;
 :func:`choose_step` picks the step that meets a size and latency budget, and :func:`rank_for_budget`
 the low rank that fits a parameter budget (notebook 10's exercises).
 """
@@ -206,7 +208,7 @@ def run(names=("vgg", "tree"), *, repeat=30, out=RESULTS):
     train_data, test_data = load_dataset("fashion-mnist"), load_dataset("fashion-mnist", train=False)
     if FAST:
         train_data, test_data = Subset(train_data, range(1000)), Subset(test_data, range(500))
-    tables = {}
+    tables, deployed = {}, {}
     for name in names:
         model = MODELS[name]()  # trained on the first call (not counted in the minutes below)
         start = time.perf_counter()
@@ -215,12 +217,64 @@ def run(names=("vgg", "tree"), *, repeat=30, out=RESULTS):
         print(f"{name}: measuring ...", flush=True)
         tables[name] = measure_steps(steps, test_data, repeat=repeat)
         tables[name].attrs["minutes"] = (time.perf_counter() - start) / 60
+        print(f"{name}: deploying ...", flush=True)
+        deployed[name] = measure_deployed(name, steps, train_data, test_data, repeat=repeat, out=out)
     record = {"machine": summary(), "plans": {n: PLANS[n] for n in names},
-              "models": {n: {"steps": t.to_dict(orient="index"), **t.attrs} for n, t in tables.items()},
+              "models": {n: {"steps": t.to_dict(orient="index"), **t.attrs, "deployed": deployed[n]}
+                         for n, t in tables.items()},
               "source": SOURCE}
     _write(out / "pipeline.json", json.dumps(record, indent=1))
-    _write(out / "pipeline.md", f"machine: {summary()}\n\n" + markdown(tables))
+    _write(out / "pipeline.md", f"machine: {summary()}\n\n" + markdown(tables) + deployed_markdown(deployed))
     return tables
+
+
+def measure_deployed(name, steps, train_data, test_data, *, repeat=30, threads=1, out=RESULTS):
+    """The compressed net deployed (notebook 14): its "BN folded" step exported to ONNX and run by each
+    runtime of :func:`helpers.deploy.runtime_forms`, timed with the "int8, TorchScript" step in one run.
+
+    Returns ``{"TorchScript int8": row, "best runtime": row, "4-bit file": row, ...}``: the best runtime is
+    the fastest form at batch 1 among those within 0.2 point of the fp32 model's accuracy; the 4-bit file
+    (:func:`helpers.deploy.save_packed`) is written to ``out/deployed/``, loaded back and evaluated. The
+    compressed fp32 net is also kept for notebook 14 (:func:`helpers.deploy.keep_compressed`).
+    """
+    from . import deploy
+
+    folder = out / "deployed"
+    model, frozen = steps["BN folded"], steps["int8, TorchScript"]
+    deploy.keep_compressed(name, model)
+    onnx_path = deploy.export_onnx(model, folder / f"{name}.onnx", test_data[0][0][None])
+    forms = {"TorchScript int8": frozen, **deploy.runtime_forms(onnx_path, train_data, threads=threads)}
+    table = deploy.deploy_table(forms, model, test_data, repeat=repeat, threads=threads)
+    fp32_accuracy = evaluate(model, test_data)
+    runtimes = table.drop(index="TorchScript int8")
+    close = runtimes[(runtimes["accuracy"] - fp32_accuracy).abs() <= 0.002]
+    best = (close if len(close) else runtimes)["latency_b1_ms"].idxmin()
+    packed = folder / f"{name}_4bit.cmpk"
+    deploy.save_packed(model, packed)
+    reloaded = deploy.load_packed(packed)
+    original = steps["original"]
+    row = lambda label: {"form": label, **table.loc[label].to_dict()}  # noqa: E731
+    return {"fp32 accuracy": fp32_accuracy, "TorchScript int8": row("TorchScript int8"), "best runtime": row(best),
+            "x faster b1, best runtime vs TorchScript int8":
+                table.loc["TorchScript int8", "latency_b1_ms"] / table.loc[best, "latency_b1_ms"],
+            "4-bit file": {"size_bytes": packed.stat().st_size, "accuracy": evaluate(reloaded, test_data),
+                           "original accuracy": evaluate(original, test_data),
+                           "x smaller than the original": model_size(original) / packed.stat().st_size},
+            "threads": threads, "all forms": table.to_dict(orient="index")}
+
+
+def deployed_markdown(deployed):
+    """The deployed forms of :func:`measure_deployed` as Markdown: per model, every runtime's row."""
+    parts = []
+    for name, found in deployed.items():
+        table = pd.DataFrame.from_dict(found["all forms"], orient="index")
+        packed = found["4-bit file"]
+        parts.append(f"### {name}, deployed ({found['threads']} thread(s))\n\n{table.round(4).to_markdown()}\n\n"
+                     f"best runtime at batch 1: {found['best runtime']['form']}, "
+                     f"{found['x faster b1, best runtime vs TorchScript int8']:.2f}x the TorchScript int8's speed; "
+                     f"4-bit file: {packed['size_bytes']:,} bytes, {packed['x smaller than the original']:.1f}x smaller "
+                     f"than the original, accuracy {packed['accuracy']:.4f} (original {packed['original accuracy']:.4f})")
+    return "\n\n" + "\n\n".join(parts) + "\n" if parts else ""
 
 
 def main(argv=None):
