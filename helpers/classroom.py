@@ -137,13 +137,15 @@ SLIDE_LIBRARIES = {"reveal.js": "4.6.0", "requirejs": "2.3.7", "jquery": "3.7.1"
                    "@jupyter-widgets/html-manager": "1.0.15"}
 
 
-def slide_libraries(folder):
-    """Unpack :data:`SLIDE_LIBRARIES` under ``folder`` (once); a clear error when npm is missing."""
+def slide_libraries(folder, libraries=None):
+    """Unpack ``libraries`` ({npm package: version}; default :data:`SLIDE_LIBRARIES`) under ``folder`` (once);
+    a clear error when npm is missing. The book (:mod:`helpers.book`) fetches its MathJax this way too."""
     folder = Path(folder)
-    missing = {name: version for name, version in SLIDE_LIBRARIES.items() if not (folder / name / "package.json").exists()}
+    libraries = SLIDE_LIBRARIES if libraries is None else libraries
+    missing = {name: version for name, version in libraries.items() if not (folder / name / "package.json").exists()}
     if missing and not shutil.which("npm"):
-        raise RuntimeError("make slides needs npm once, to fetch reveal.js, MathJax, require.js and jQuery for the decks "
-                           "(so that they open offline): install Node.js (Debian: apt-get install npm; macOS: brew install node)")
+        raise RuntimeError(f"fetching {', '.join(missing)} (so that the slide decks and the book open offline) needs npm "
+                           "once: install Node.js (Debian: apt-get install npm; macOS: brew install node)")
     for name, version in missing.items():
         with tempfile.TemporaryDirectory() as tmp:
             subprocess.run(["npm", "pack", f"{name}@{version}", "--silent", "--pack-destination", tmp],
