@@ -11,6 +11,9 @@ Pruning (``pruning.py``, notebook 05):
 * :func:`prune_channels`: remove whole output channels of the convolutions and rebuild smaller
   dense layers (Conv -> BN -> Conv, and Conv -> Flatten -> Linear), so the model really shrinks.
 * :func:`sparsity`: the fraction of conv and linear weights that are zero.
+* :func:`global_magnitude_masks`, :func:`pack_sparse` / :func:`unpack_sparse`, :func:`remove_channels`: one global
+  magnitude threshold for several layers, a bit mask plus the kept values, and one conv + BN pair rebuilt without
+  its k weakest channels (notebook 05's exercises).
 
 Quantization (``quantization.py``, notebook 06):
 
@@ -48,12 +51,13 @@ from .distillation import distill, distillation_loss, soft_targets, teacher_logi
 from .fusion import (FrozenModel, fit_conv, fold_avg_pool, fold_bn, freeze, fuse_bn, identity_conv, merge_parallel,
                      merge_repvgg, merge_tree_blocks, reparameterize, tree_branches_exact)
 from .lowrank import factorise_linear, low_rank, pq_decode, rank_for_energy
-from .pruning import make_permanent, prune_channels, prune_unstructured, sparsity
+from .pruning import (global_magnitude_masks, make_permanent, pack_sparse, prune_channels, prune_unstructured,
+                      remove_channels, sparsity, unpack_sparse)
 from .quantization import (affine_params, ao_warnings_off, fake_quantize, fixed_point, int8_linear, quantize,
                            quantized_engine)
 
 __all__ = [
-    "FrozenModel", "factorise_linear", "pq_decode", "rank_for_energy", "soft_targets", "affine_params", "ao_warnings_off", "fake_quantize", "fixed_point", "int8_linear", "distill", "distillation_loss", "fit_conv", "fold_avg_pool", "fold_bn", "freeze",
+    "FrozenModel", "global_magnitude_masks", "pack_sparse", "remove_channels", "unpack_sparse", "factorise_linear", "pq_decode", "rank_for_energy", "soft_targets", "affine_params", "ao_warnings_off", "fake_quantize", "fixed_point", "int8_linear", "distill", "distillation_loss", "fit_conv", "fold_avg_pool", "fold_bn", "freeze",
     "fuse_bn", "tree_branches_exact",
     "identity_conv", "low_rank", "make_permanent", "merge_parallel", "merge_repvgg", "merge_tree_blocks", "prune_channels",
     "prune_unstructured", "quantize", "quantized_engine", "reparameterize", "sparsity", "teacher_logits",

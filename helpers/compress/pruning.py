@@ -1,5 +1,13 @@
-"""Pruning (notebook 05): zero the smallest weights, or remove whole channels and rebuild smaller layers."""
+"""Pruning (notebook 05): zero the smallest weights, or remove whole channels and rebuild smaller layers.
+
+Whole models: :func:`prune_unstructured`, :func:`make_permanent`, :func:`prune_channels`, :func:`sparsity`.
+The pieces notebook 05 has students write, each checked against PyTorch or a plain definition by a unit
+test: :func:`global_magnitude_masks` (``torch.nn.utils.prune.global_unstructured``'s masks),
+:func:`pack_sparse` / :func:`unpack_sparse` (a weight as a bit mask and its non-zeros) and
+:func:`remove_channels` (one Conv2d + BatchNorm2d pair rebuilt without its k weakest channels).
+"""
 import copy
+import math
 
 import torch
 from torch import nn
@@ -150,3 +158,102 @@ def _smaller_linear(linear, keep_in):
     if linear.bias is not None:
         new.bias.data.copy_(linear.bias.detach())
     return new
+
+
+# ---------------------------------------------------------------- the pieces notebook 05 builds from scratch
+
+def global_magnitude_masks(weights, amount):
+    """One mask per tensor of ``weights`` for global magnitude pruning: the ``round(amount * n)`` entries of
+    smallest ``|w|`` among all ``n`` entries of all the tensors together get 0, the others 1.
+
+    Each mask has its tensor's shape and dtype (like ``torch.nn.utils.prune``'s ``weight_mask``), and the
+    masks are those of ``prune.global_unstructured(..., pruning_method=prune.L1Unstructured, amount=amount)``:
+    the same ranking (``torch.topk``), so that even ties at the threshold go the same way.
+    ``amount`` is a fraction in [0, 1] (ValueError otherwise); ``weights`` a non-empty list of tensors
+    (TypeError for anything else, ValueError when empty).
+    """
+    if isinstance(weights, torch.Tensor) or not isinstance(weights, (list, tuple)):
+        raise TypeError(f"weights is a list of tensors (one per layer), got {type(weights).__name__}")
+    if not weights:
+        raise ValueError("weights is an empty list: there is nothing to prune")
+    if not all(isinstance(w, torch.Tensor) for w in weights):
+        raise TypeError("every item of weights must be a tensor (a layer's .weight), got "
+                        + ", ".join(sorted({type(w).__name__ for w in weights})))
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not 0 <= amount <= 1:
+        raise ValueError(f"amount is the fraction of all the weights to remove, a number in [0, 1]; got {amount!r}")
+    scores = torch.cat([w.detach().abs().flatten().double() for w in weights])
+    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+    k = round(amount * scores.numel())
+    if k:
+        keep[torch.topk(scores, k, largest=False).indices] = False
+    masks, start = [], 0
+    for w in weights:
+        masks.append(keep[start:start + w.numel()].view(w.shape).to(w.dtype))
+        start += w.numel()
+    return masks
+
+
+_BIT = 2 ** torch.arange(8, dtype=torch.uint8)  # the value of bit i of a byte: 1, 2, 4, ..., 128
+
+
+def pack_sparse(weight):
+    """A weight tensor as a bit mask and its non-zero values: ``{"shape", "bits", "values"}``.
+
+    ``shape``: the tensor's shape, a tuple. ``bits``: uint8, one bit per entry in row-major order, eight
+    to a byte, entry ``8j + i`` in bit ``i`` (value ``2**i``) of byte ``j``; the last byte is padded with
+    zero bits. ``values``: the non-zero entries in row-major order, a 1-D tensor of the weight's dtype.
+    Stored this way a tensor of ``n`` entries, ``z`` of them non-zero, takes ``ceil(n / 8) + z * itemsize``
+    bytes. TypeError when ``weight`` is not a tensor (a layer, say, instead of its ``.weight``).
+    """
+    if not isinstance(weight, torch.Tensor):
+        hint = ": pass the layer's .weight" if isinstance(weight, nn.Module) else ""
+        raise TypeError(f"pack_sparse packs a tensor, got {type(weight).__name__}{hint}")
+    weight = weight.detach()
+    keep = (weight != 0).flatten()
+    keep = torch.cat([keep, keep.new_zeros(-keep.numel() % 8)])  # whole bytes
+    bits = (keep.view(-1, 8).to(torch.uint8) * _BIT.to(keep.device)).sum(1, dtype=torch.uint8)
+    return {"shape": tuple(weight.shape), "bits": bits, "values": weight[weight != 0]}
+
+
+def unpack_sparse(packed):
+    """The dense tensor of a :func:`pack_sparse` dict (its inverse). ValueError when the dict's parts disagree."""
+    if not isinstance(packed, dict) or not {"shape", "bits", "values"} <= set(packed):
+        raise TypeError("unpack_sparse expects the dict pack_sparse returns, with 'shape', 'bits' and 'values'")
+    n = math.prod(packed["shape"])
+    bits, values = packed["bits"], packed["values"]
+    if bits.dtype != torch.uint8 or bits.numel() != -(-n // 8):
+        raise ValueError(f"a shape of {n} entries needs {-(-n // 8)} uint8 bytes of bits, got {bits.numel()} {bits.dtype}")
+    keep = ((bits[:, None] & _BIT.to(bits.device)) != 0).flatten()
+    if keep[n:].any() or int(keep.sum()) != values.numel():
+        raise ValueError(f"the bit mask marks {int(keep[:n].sum())} non-zeros (and {int(keep[n:].sum())} in the padding), "
+                         f"but there are {values.numel()} values")
+    dense = values.new_zeros(n)
+    dense[keep[:n]] = values
+    return dense.view(packed["shape"])
+
+
+def remove_channels(conv, bn, k):
+    """``conv`` followed by ``bn``, rebuilt without the ``k`` output channels whose filters have the smallest
+    L1 norm: a new ``(Conv2d, BatchNorm2d)`` pair with ``out_channels - k`` channels.
+
+    The kept channels stay in their original order; the new conv keeps the rows of its weight (and
+    bias) and the original's kernel size, stride, padding, dilation and padding mode; the new BatchNorm
+    keeps its entries of weight, bias, running mean and running variance, and the same eps and momentum.
+    On the kept channels the new pair computes exactly what the old one did. ``conv`` and ``bn`` are left
+    unchanged. TypeError for anything but a Conv2d (groups = 1) and a BatchNorm2d; ValueError when ``bn``
+    does not have ``conv``'s channels, or ``k`` is not an integer with ``0 <= k < out_channels``.
+    """
+    if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
+        raise TypeError(f"remove_channels rebuilds a Conv2d and the BatchNorm2d after it, "
+                        f"got {type(conv).__name__} and {type(bn).__name__}")
+    if conv.groups != 1:
+        raise TypeError(f"remove_channels handles ordinary convolutions (groups=1), not groups={conv.groups}")
+    if bn.num_features != conv.out_channels:
+        raise ValueError(f"the BatchNorm has {bn.num_features} channels, the conv {conv.out_channels}: "
+                         "it is not the BatchNorm of this conv")
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < conv.out_channels:
+        raise ValueError(f"k is the number of channels to remove, an integer from 0 to {conv.out_channels - 1} "
+                         f"(at least one channel must stay); got {k!r}")
+    keep = _l1_importance(conv).argsort(descending=True)[:conv.out_channels - k].sort().values
+    new_conv, new_bn = _smaller_conv(conv, keep, None), _smaller_bn(bn, keep)
+    return new_conv.train(conv.training), new_bn.train(bn.training)
