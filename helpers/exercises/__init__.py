@@ -149,6 +149,18 @@ def _names(errors):
     return " or ".join(e.__name__ for e in (errors if isinstance(errors, tuple) else (errors,)))
 
 
+def same_output(got, want, probe, prefix=""):
+    """``None`` when the modules ``got`` and ``want`` give the same output on ``probe``, else what differs
+    (``prefix`` + the difference), or what ``got`` raised."""
+    try:
+        with torch.no_grad():
+            out_got, out_want = got(probe), want(probe)
+    except Exception as error:
+        return f"running it on a {tuple(probe.shape)} input raised {type(error).__name__}: {str(error).splitlines()[0]}"
+    problem = difference(out_got, out_want, 1e-4, 1e-5)
+    return problem and f"{prefix}{problem}"
+
+
 def _unanswered(answer):
     return answer is None or answer is Ellipsis
 

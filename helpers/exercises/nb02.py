@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .. import convs
-from . import Case, difference, exercise
+from . import Case, exercise, same_output
 
 
 def _randn(*shape, seed):
@@ -54,13 +54,7 @@ def _same_block(got, want):
     for module in (got, want):
         _fill(module)
         module.eval()
-    try:
-        with torch.no_grad():
-            out_got, out_want = got(probe), want(probe)
-    except Exception as error:
-        return f"running it on a {tuple(probe.shape)} input raised {type(error).__name__}: {str(error).splitlines()[0]}"
-    problem = difference(out_got, out_want, 1e-4, 1e-5)
-    return problem and f"the right parameter count, but the output's {problem}"
+    return same_output(got, want, probe, prefix="the right parameter count, but the output's ")
 
 
 @exercise("02.2", "MobileNet V1's depthwise-separable block", reference=convs.depthwise_separable, compare=_same_block,

@@ -7,7 +7,7 @@ from torch import nn
 
 from .. import models
 from ..train import topk_accuracy
-from . import Case, difference, exercise
+from . import Case, exercise, same_output
 
 
 def _randn(*shape, seed):
@@ -50,13 +50,7 @@ def _same_block(got, want):
     want.eval()
     c_in = next(m for m in want.modules() if isinstance(m, nn.Conv2d)).in_channels
     probe = _randn(2, c_in, 9, 9, seed=4)
-    try:
-        with torch.no_grad():
-            out_got, out_want = got(probe), want(probe)
-    except Exception as error:
-        return f"running it on a {tuple(probe.shape)} input raised {type(error).__name__}: {str(error).splitlines()[0]}"
-    problem = difference(out_got, out_want, 1e-4, 1e-5)
-    return problem and f"the right layers, but with torchvision's weights copied in, the output's {problem}"
+    return same_output(got, want, probe, prefix="the right layers, but with torchvision's weights copied in, the output's ")
 
 
 @exercise("04.1", "MobileNet V2's inverted residual block", reference=models.inverted_residual, compare=_same_block,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..compress.lowrank import factorise_linear, pq_decode, rank_for_energy
-from . import Case, difference, exercise
+from . import Case, exercise, same_output
 from .challenges import define
 
 
@@ -69,13 +69,7 @@ def _same_layer(got, want):
         return (f"{n_got:,} parameters, expected {n_want:,} (r (m + n) weights, and the layer's m biases, if it has "
                 f"them, on the second layer only)")
     probe = torch.randn(5, want[0].in_features, generator=_gen(99))
-    try:
-        with torch.no_grad():
-            out_got, out_want = got(probe), want(probe)
-    except Exception as error:
-        return f"running it on a {tuple(probe.shape)} input raised {type(error).__name__}: {str(error).splitlines()[0]}"
-    problem = difference(out_got, out_want, 1e-4, 1e-5)
-    return problem and f"the right parameter count, but the output's {problem}"
+    return same_output(got, want, probe, prefix="the right parameter count, but the output's ")
 
 
 @exercise("08.2", "a Linear layer as two thin ones, by a truncated SVD", reference=factorise_linear,
