@@ -1,9 +1,12 @@
 """helpers: the plumbing shared by the course's notebooks (measuring, data, training, charts, panels).
 
 The notebooks teach each idea from scratch; helpers only does the chores they all need. Each
-module is small enough to read in one sitting: measure, data, train, models, convs, plots, widgets,
-exercises, compress (the techniques as reusable functions, imported as helpers.compress), pipeline
-(notebook 10's chain of them) and nas (notebook 11's search space and latency table).
+module is small enough to read in one sitting: measure, data, train, models, convs, shuffle, plots,
+widgets, diagrams, exercises (the checks of the exercises, one module per notebook, and the
+challenges), compress (the techniques as reusable functions, one module per lesson), pipeline
+(notebook 10's chain of them), nas (notebook 11's search space and latency table), deploy (notebook
+14's export and runtimes), reference (figures from the reference machine); classroom, assignments,
+book and hub are for teachers (slides, nbgrader, the book, a class server).
 """
 from .data import DatasetNotFoundError, load_dataset
 from .convs import check_groups, valid_groups
