@@ -129,9 +129,9 @@ def _packed_fc1_bytes():
 exercise("12.5", "bytes of one packed fc1 weight at int4, groups of 64 (fp16 scales, 4-bit zero points)",
          expected=_packed_fc1_bytes,
          hint="Half a byte per weight, then per group of 64 weights one 2-byte scale and half a byte of zero point.")
-exercise("12.6", "bytes of the GPT's key-value cache, batch 1, its whole context, in fp32",
-         expected=lambda: 2 * _config().layers * _config().width * 4 * _config().context,
-         hint="Per byte of text, every layer keeps a key and a value of `width` numbers, 4 bytes each.")
+exercise("12.6", "bytes of the GPT's key-value cache, batch 8, every text at its whole context, in fp16",
+         expected=lambda: 8 * 2 * _config().layers * _config().width * 2 * _config().context,
+         hint="Per byte of text and per text, every layer keeps a key and a value of `width` numbers, 2 bytes each.")
 
 
 # ---------------------------------------------------------------- the challenge
