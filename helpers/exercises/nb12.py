@@ -31,7 +31,7 @@ def _exact_groups(rows, groups, size, seed, bits=4, positive=False, steps=(1.0, 
           reference=llm.fake_quantize_groups,
           hint="Reshape to [rows, groups, group_size]; per group lo = min(min, 0), hi = max(max, 0); "
                "scale = ((hi - lo) / (2**bits - 1)).clamp(min=torch.finfo(torch.float32).eps).half().float(); "
-               "zero = round(-lo / scale); q = clamp(round(w / scale) + zero, 0, 2**bits - 1); (q - zero) * scale.")
+               "zero = round(-lo / scale); q = clamp(round(w * (1 / scale)) + zero, 0, 2**bits - 1); (q - zero) * scale.")
 def _groups_cases():
     zeros = _exact_groups(2, 2, 8, 3)
     zeros[1, 8:] = 0.0
