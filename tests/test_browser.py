@@ -37,7 +37,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-proxy-server"]
 PANEL_CALL = re.compile(r"\b\w+_panel\(")
-RUN_TIMEOUT = 240  # seconds for one notebook's "run all" in fast mode
+RUN_TIMEOUT = 600  # seconds for one notebook's "run all" in fast mode: catches a hang; a cold cache (the first notebook to
+#                   train a fast-mode model) took up to 6 minutes on 2 cores
 NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on screen, not one in a hidden tab
 CURRENT = "window.jupyterapp.shell.currentWidget"
 
