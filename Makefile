@@ -36,7 +36,7 @@ notebook: data                ## one or more notebooks with their solutions, fas
 browser: data                 ## only the browser test (screenshots in test-output/browser/)
 	COURSE_FAST=1 $(PY) -m pytest tests/test_browser.py
 
-bench: data                   ## the full compression pipeline on both models (~12-22 min; not part of make test)
+bench: data                   ## the full compression pipeline on both models (20+ min on 2 cores; not part of make test)
 	$(PY) -m helpers.pipeline
 
 book: data                    ## the course as a website in build/book/ (Jupyter Book; every notebook run in fast mode; opens offline)
