@@ -254,8 +254,9 @@ def speculative(target, draft, prompt, n, k):
     """``n`` bytes after ``prompt`` by greedy speculative decoding: the draft guesses ``k`` bytes one at a time,
     the target checks them in one pass, :func:`accept_greedy` keeps the right ones. The bytes are those of
     ``greedy(target, prompt, n)`` (up to ties of floating-point rounding). Returns ``(bytes, stats)``, stats
-    counting the rounds, the guesses proposed and accepted, the two models' forward passes, and the guesses
-    accepted in each round (``"per round"``)."""
+    counting the rounds, the guesses proposed, accepted and rejected (at most one a round: the guesses after it
+    are never judged), the two models' forward passes (the prompt's included), and the guesses accepted in each
+    round (``"per round"``)."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k (the draft's guesses per round) must be a whole number >= 1, got {k!r}")
     if draft.config.context < target.config.context:
@@ -263,12 +264,15 @@ def speculative(target, draft, prompt, n, k):
     idx = _prompt_ids(prompt, target)
     _check_length(n, idx.shape[1], target)
     t_caches, d_caches = new_caches(target), new_caches(draft)
+    stats = {"rounds": 0, "proposed": 0, "accepted": 0, "rejected": 0, "target passes": 0, "draft passes": 0,
+             "per round": []}
     if idx.shape[1] > 1:  # the prompt, but its last byte: that one is fed with the first guesses
         forward(target, idx[:, :-1], t_caches)
         forward(draft, idx[:, :-1], d_caches)
+        stats["target passes"] += 1  # counted, as greedy's pass over the prompt is
+        stats["draft passes"] += 1
     pending = idx[:, -1:]
     out = []
-    stats = {"rounds": 0, "proposed": 0, "accepted": 0, "target passes": 0, "draft passes": 0, "per round": []}
     while len(out) < n:
         base = cache_length(t_caches)
         k_now = min(k, n - len(out) - 1)
@@ -296,6 +300,7 @@ def speculative(target, draft, prompt, n, k):
         stats["target passes"] += 1
         stats["proposed"] += k_now
         stats["accepted"] += accepted
+        stats["rejected"] += accepted < k_now  # the round ended at a guess the target did not make
         stats["per round"].append(accepted)
     return bytes(out[:n]), stats
 

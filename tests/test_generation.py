@@ -65,11 +65,14 @@ def test_speculative_writes_the_targets_greedy_text(target, draft, k):
         out, stats = g.speculative(target, draft, prompt, n, k)
         assert out == g.greedy(target, prompt, n)
         assert stats["accepted"] <= stats["proposed"]
+        assert stats["rejected"] <= stats["rounds"] and stats["accepted"] + stats["rejected"] <= stats["proposed"]
+        assert stats["accepted"] == sum(stats["per round"])
 
 
 def test_a_perfect_draft_is_always_accepted(target):
     out, stats = g.speculative(target, target, b"a", 40, 4)
     assert stats["accepted"] == stats["proposed"] and stats["rounds"] == 8  # 5 bytes a round
+    assert stats["rejected"] == 0 and stats["target passes"] == 8  # the 1-byte prompt needs no pass of its own
 
 
 def test_accept_greedy():

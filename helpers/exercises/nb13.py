@@ -22,7 +22,7 @@ def _qkv(batch, heads, new, total, dim, seed):
 
 @exercise("13.1", "attention of the newest positions over a key-value cache", reference=generation.attend,
           hint="S, T = keys.shape[2], q.shape[2]; scores = q @ keys.transpose(-2, -1) / D ** 0.5; query i sits at "
-               "position S - T + i, so mask out keys j > S - T + i (torch.ones(T, S).tril(S - T)) with -inf; "
+               "position S - T + i, so mask out keys j > S - T + i (torch.ones(T, S, dtype=torch.bool).tril(S - T)) with -inf; "
                "softmax over the last dimension, then @ values. Raise ValueError if S < T.")
 def _attend_cases():
     return [Case("one new position after 5 cached ones (decoding): it sees all 6", _qkv(1, 2, 1, 6, 4, 0)),
