@@ -17,6 +17,7 @@ removed) draws differently.
 Each returns a ``matplotlib.figure.Figure``; show it with :func:`helpers.show`.
 """
 import copy
+import inspect
 import operator
 
 import torch
@@ -98,6 +99,10 @@ def _function_label(node):
         return "pool", "global avg pool"
     if name in ("flatten", "view", "reshape"):
         return "other", "reshape"
+    if name == "scaled_dot_product_attention":
+        return "other", "attention: softmax(QKᵀ/√d) V"
+    if name in ("split_heads", "merge_heads"):
+        return "other", name.replace("_", " ")
     return "other", name
 
 
@@ -114,7 +119,9 @@ def _graph(module, example, wrap):
         module = nn.Sequential(module)
     module = copy.deepcopy(module).eval()  # the example input must not move a BatchNorm's running statistics
     try:
-        traced = fx.GraphModule(module, _Tracer(wrap).trace(module))
+        fixed = {name: p.default for name, p in list(inspect.signature(module.forward).parameters.items())[1:]
+                 if p.default is not inspect.Parameter.empty}  # e.g. a transformer block's cache=None: not drawn
+        traced = fx.GraphModule(module, _Tracer(wrap).trace(module, concrete_args=fixed or None))
     except Exception as error:  # fx says which line of forward it could not follow
         raise ValueError(f"torch.fx could not trace {type(module).__name__} ({error}); a function it cannot "
                          "follow can be passed as wrap=[function]") from error
@@ -129,6 +136,8 @@ def _graph(module, example, wrap):
         meta = node.meta.get("tensor_meta")
         shape = tuple(meta.shape) if hasattr(meta, "shape") else None
         inputs = sorted({alias[a] for a in node.all_input_nodes if a in alias})
+        if node.op != "output" and meta is None:  # no tensor: a fixed argument, shape arithmetic, an assert
+            continue
         if node.op == "placeholder":
             kind, text = "io", "input"
         elif node.op == "output":
@@ -373,6 +382,40 @@ def shuffle_diagram(channels, groups):
     ax.set_ylim(-0.45, 1.4)
     ax.set_axis_off()
     ax.set_title(f"channel shuffle: {channels} channels, {groups} groups (nn.ChannelShuffle({groups}))", fontsize=9)
+    return fig
+
+
+def kv_cache_diagram(cached, new=1):
+    """One layer's key-value cache while generating: ``cached`` positions kept from earlier steps (grey), ``new``
+    positions computed now (green) and appended, and the new positions' queries reading every key up to their own."""
+    if not (isinstance(cached, int) and isinstance(new, int)) or cached < 0 or new < 1 or cached + new > 24:
+        raise ValueError(f"need 0 <= cached and 1 <= new with cached + new <= 24 (to draw them one by one); "
+                         f"got cached={cached!r}, new={new!r}")
+    total = cached + new
+    fig = Figure(figsize=(0.42 * total + 4.8, 2.9))
+    ax = fig.add_subplot()
+    rows = {"keys K": 1.0, "values V": 0.0}
+    for label, y in rows.items():
+        ax.text(-0.8, y, label, ha="right", va="center", fontsize=8)
+        for p in range(total):
+            colour = "#d9ead3" if p >= cached else "#eeeeee"
+            ax.add_patch(FancyBboxPatch((p - 0.4, y - 0.15), 0.8, 0.3, boxstyle="round,pad=0.01",
+                                        facecolor=colour, edgecolor="#333333", linewidth=0.6))
+            ax.text(p, y, str(p), ha="center", va="center", fontsize=6.5)
+    for i in range(new):  # each new query sees the keys of its own position and every earlier one
+        q = cached + i
+        ax.add_patch(FancyBboxPatch((q - 0.4, 1.85), 0.8, 0.3, boxstyle="round,pad=0.01", facecolor="#fce5cd",
+                                    edgecolor="#333333", linewidth=0.6))
+        ax.text(q, 2.0, f"q{q}", ha="center", va="center", fontsize=6.5)
+        for p in range(q + 1):
+            ax.plot([q, p], [1.85, 1.15], color="#b45f06", linewidth=0.6, alpha=0.6)
+    ax.text(total + 0.1, 2.0, "queries of the new\npositions: not kept", ha="left", va="center", fontsize=7)
+    ax.text(total + 0.1, 0.5, f"{cached} kept from earlier steps (grey),\n{new} computed now and appended (green)",
+            ha="left", va="center", fontsize=7)
+    ax.set_xlim(-2.2, total + 6.5)
+    ax.set_ylim(-0.4, 2.4)
+    ax.set_axis_off()
+    ax.set_title("the KV cache of one layer and one head: read in full, only the new positions computed", fontsize=8)
     return fig
 
 

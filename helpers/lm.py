@@ -122,6 +122,18 @@ class GPTConfig:
             raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
 
 
+def split_heads(t, heads):
+    """``[B, T, C]`` -> ``[B, heads, T, C // heads]``: each head gets its own slice of the channels."""
+    B, T, C = t.shape
+    return t.view(B, T, heads, C // heads).transpose(1, 2)
+
+
+def merge_heads(y):
+    """``[B, heads, T, D]`` -> ``[B, T, heads * D]``: the heads' outputs side by side again."""
+    B, H, T, D = y.shape
+    return y.transpose(1, 2).reshape(B, T, H * D)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention in which each position sees only itself and the positions before it."""
 
@@ -132,16 +144,17 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(width, width, bias=False)
 
     def forward(self, x, cache=None):
-        B, T, C = x.shape
-        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in self.qkv(x).split(C, dim=2))
+        C = x.shape[-1]
+        qkv = self.qkv(x)
+        q, k, v = (split_heads(qkv[..., i * C:(i + 1) * C], self.heads) for i in range(3))
         if cache is not None:  # generation: this layer's keys and values of the bytes so far, kept for the next
             if cache:
-                if T > 1:
+                if q.shape[2] > 1:
                     raise ValueError("with a filled key-value cache, feed one new byte at a time")
                 k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
             cache[:] = [k, v]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1)
+        return self.proj(merge_heads(y))
 
 
 class MLP(nn.Module):

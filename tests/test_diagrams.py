@@ -161,3 +161,24 @@ def test_drawing_leaves_the_module_alone():
     before = {k: v.clone() for k, v in block.state_dict().items()}
     block_diagram(block, SHAPE)
     assert block.training and all(torch.equal(before[k], v) for k, v in block.state_dict().items())
+
+
+def test_a_transformer_block_is_drawn_with_its_linear_layers_and_without_its_cache_argument():
+    from helpers import lm
+    fig = block_diagram(lm.Block(64, 4), (1, 8, 64), wrap=[lm.split_heads, lm.merge_heads])
+    labels = texts(fig)
+    assert sorted(t for t in labels if t.startswith("Linear")) == ["Linear 256→64", "Linear 64→192", "Linear 64→256 + GELU",
+                                                                   "Linear 64→64"]
+    assert sum(t.startswith("input") for t in labels) == 1  # cache=None is fixed, not a second input
+    assert labels.count("split heads") == 3 and labels.count("LayerNorm") == 2
+    assert not any(t in ("mul", "getattr", "gt", "_assert_is_none") for t in labels)  # shape arithmetic is not drawn
+
+
+def test_the_kv_cache_is_drawn_position_by_position():
+    fig = diagrams.kv_cache_diagram(5, 3)
+    labels = texts(fig)
+    assert [t for t in labels if t in ("q5", "q6", "q7", "q4", "q8")] == ["q5", "q6", "q7"]
+    assert labels.count("7") == 2 and labels.count("0") == 2  # a key and a value per position
+    for bad in ((-1, 1), (3, 0), (20, 5), (2.0, 1)):
+        with pytest.raises(ValueError, match="cached"):
+            diagrams.kv_cache_diagram(*bad)
