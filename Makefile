@@ -33,8 +33,8 @@ notebooks: data               ## only the notebooks (nbval, fast mode; each foll
 notebook: data                ## one or more notebooks with their solutions, fast mode: make notebook NB="03 05"
 	COURSE_FAST=1 $(PY) -m helpers.classroom check $(NB)
 
-browser: data                 ## only the browser test (screenshots in test-output/browser/)
-	COURSE_FAST=1 $(PY) -m pytest tests/test_browser.py
+browser: data                 ## the browser test on every notebook's panel (make test opens a slice; screenshots in test-output/browser/)
+	COURSE_BROWSER=all COURSE_FAST=1 $(PY) -m pytest tests/test_browser.py
 
 bench: data                   ## the full compression pipeline on both models (20+ min on 2 cores; not part of make test)
 	$(PY) -m helpers.pipeline
