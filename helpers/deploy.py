@@ -177,7 +177,8 @@ def onnx_ops(path):
 # ---------------------------------------------------------------- a model served by a runtime
 
 class Deployed(nn.Module):
-    """A model run by an inference runtime, used like a PyTorch model: a float32 image batch in, logits out.
+    """A model run by an inference runtime, used like a PyTorch model: a float32 image batch (or a long tensor of
+    tokens) in, logits out.
 
     ``run`` maps a NumPy array to a NumPy array (the runtime's call); ``files`` are the files it was loaded
     from, whose sizes :meth:`file_bytes` adds up (``helpers.model_size`` uses it). It has no parameters:
@@ -191,7 +192,8 @@ class Deployed(nn.Module):
         self.label, self.runtime = label, runtime
 
     def forward(self, x):
-        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        dtype = np.float32 if torch.is_floating_point(x) else np.int64  # images, or a language model's tokens
+        array = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=dtype)
         return torch.from_numpy(np.asarray(self._run(array)))
 
     def file_bytes(self):

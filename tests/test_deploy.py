@@ -168,3 +168,15 @@ def test_make_bench_records_the_deployed_forms(tmp_path, monkeypatch):
     assert "best runtime at batch 1" in pipeline.deployed_markdown({"vgg": found})
     kept = deploy.compressed_model("vgg", fast=True)
     torch.testing.assert_close(kept(X), steps["BN folded"](X))
+
+
+def test_a_language_model_exports_and_runs_on_its_byte_tokens(tmp_path):
+    from helpers import lm
+    gpt = lm.GPT(lm.GPTConfig(context=16, width=32, layers=1, heads=4)).eval()
+    idx = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+    path = deploy.export_onnx(gpt, tmp_path / "gpt.onnx", idx[:1])
+    runtime = deploy.onnxruntime_model(path)
+    with torch.no_grad():
+        assert (runtime(idx) - gpt(idx)).abs().max().item() < 1e-4  # a long tensor of bytes in, any batch
+    windows = torch.randint(0, 256, (3, 17), generator=torch.Generator().manual_seed(1))
+    assert abs(lm.bits_per_byte(runtime, windows) - lm.bits_per_byte(gpt, windows)) < 1e-4
