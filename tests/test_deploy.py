@@ -166,7 +166,7 @@ def test_make_bench_records_the_deployed_forms(tmp_path, monkeypatch):
     assert found["4-bit file"]["x smaller than the original"] > 10
     json.dumps(found)  # pipeline.json can hold it
     assert "best runtime at batch 1" in pipeline.deployed_markdown({"vgg": found})
-    kept = deploy.compressed_model("vgg", fast=True)
+    kept = deploy.compressed_model("vgg")  # the mode measure_deployed kept it in: the default, fast or full
     torch.testing.assert_close(kept(X), steps["BN folded"](X))
 
 
