@@ -16,11 +16,13 @@
 * :func:`serve_stats` loads a file in a fresh process that imports only its runtime, serves a few
   calls and reports load time and memory (resident set size).
 * The smallest file: :func:`kmeans_codebook` (4-bit weight sharing, as Deep Compression),
-  :func:`pack_nibbles` / :func:`unpack_nibbles` (two 4-bit codes per byte), :func:`save_packed` and
+  :func:`share_weights` (every layer's weight made of shared values that can be fine-tuned, Deep Compression's
+  trained quantization), :func:`pack_nibbles` / :func:`unpack_nibbles` (two 4-bit codes per byte), :func:`save_packed` and
   :func:`load_packed` (a chain of layers in one small file, optionally compressed by LZMA as the
   entropy-coding stage). :func:`compressed_model` keeps ``make bench``'s compressed nets this way.
 """
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -41,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.utils.data import Dataset
 
 from .env import DATA_DIR, FAST, atomic_file
@@ -559,6 +562,65 @@ def kmeans_codebook(w, bits=4, iterations=30):
     return codebook, codes.to(torch.uint8).reshape(w.shape)
 
 
+def _shared(w, bits, per_row):
+    """``(codebook, codes, scale)`` for the weight ``w``: with ``per_row``, each output row divided first by
+    its largest ``|w|`` (kept as ``scale``, rounded to float16 as it is stored; 1 for a row of zeros), so that
+    a row of small weights gets values of its own; ``scale`` is None otherwise. The codebook is rounded to
+    float16 too, so a model built from these values is exactly the one the file holds."""
+    w = w.detach().float()
+    scale = None
+    if per_row:
+        scale = w.flatten(1).abs().amax(1).half().float()
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        w = w / scale.view(-1, *[1] * (w.dim() - 1))
+    codebook, codes = kmeans_codebook(w, bits)
+    return codebook.half().float(), codes, scale
+
+
+class SharedValues(nn.Module):
+    """Weight sharing as a parametrization (``torch.nn.utils.parametrize``): the layer's weight becomes
+    ``scale[row] * codebook[codes]``, a fixed code per weight looking up one of ``2**bits`` shared values,
+    each output row times a factor of its own (or no factor when ``scale`` is None). The codebook and the
+    scales are parameters, so ordinary training trains them: Deep Compression's trained quantization, where
+    a shared value's gradient is the sum of the gradients of the weights that use it. The codes never change.
+    """
+
+    def __init__(self, codebook, codes, scale=None):
+        super().__init__()
+        self.codebook = nn.Parameter(codebook.detach().clone())
+        self.register_buffer("codes", codes.detach().clone())
+        self.scale = None if scale is None else nn.Parameter(scale.detach().clone())
+
+    def forward(self, weight):  # the layer's own weight is not used: the shared values replace it
+        shared = self.codebook[self.codes.long()]
+        return shared if self.scale is None else shared * self.scale.view(-1, *[1] * (shared.dim() - 1))
+
+
+def _sharing(layer):
+    """The :class:`SharedValues` that make ``layer``'s weight, or None."""
+    if parametrize.is_parametrized(layer, "weight"):
+        found = [p for p in layer.parametrizations.weight if isinstance(p, SharedValues)]
+        return found[0] if found else None
+    return None
+
+
+def share_weights(model, *, bits=4, per_row=True):
+    """A copy of ``model`` in which the weight of every ``Conv2d`` and ``Linear`` is made of shared values
+    (:class:`SharedValues`, by :func:`kmeans_codebook`; with ``per_row``, over each weight divided by its
+    row's largest ``|w|``). Fine-tune the copy (``fit`` or ``compress.distill``; the shared values, row
+    scales and biases train, the codes stay) and :func:`save_packed` writes it as it is. ``model`` is left
+    unchanged."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"share_weights expects an nn.Module, got {type(model).__name__}")
+    if isinstance(bits, bool) or bits != 4:
+        raise ValueError(f"bits must be 4 (two codes per byte in the file), got {bits!r}")
+    shared = copy.deepcopy(model)
+    for layer in shared.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)) and _sharing(layer) is None:
+            parametrize.register_parametrization(layer, "weight", SharedValues(*_shared(layer.weight, bits, per_row)))
+    return shared
+
+
 def pack_nibbles(codes):
     """4-bit codes (a uint8 tensor of values 0..15, any shape) packed two per byte, in order: code ``2i`` in
     the low 4 bits of byte ``i``, code ``2i + 1`` in its high 4 bits; an odd count leaves the last high half 0.
@@ -631,36 +693,43 @@ def _build(spec):
 MAGIC = b"CMPK1"  # the packed file format, version 1
 
 
-def save_packed(model, path, *, bits=4, entropy=True):
+def save_packed(model, path, *, bits=4, per_row=True, entropy=True):
     """Write a chain of layers (an ``nn.Sequential`` of Conv2d, Linear, ReLU, MaxPool2d, Flatten; nested
     chains spliced, Dropout dropped, BatchNorm folded first) to one small file; returns its size in bytes.
 
-    With ``bits=4`` each layer's weight is a 16-value codebook (:func:`kmeans_codebook`, stored in float16)
-    and one 4-bit code per weight, two per byte (:func:`pack_nibbles`); biases stay float32. With
-    ``bits=None`` every tensor is kept in float32 (a plain, exact copy). The file is a short header (the
-    format, a JSON description of the layers and of each stored tensor) and the bytes of the tensors; with
-    ``entropy`` it is compressed by LZMA, the stage Deep Compression fills with Huffman coding (codes that
-    occur often get shorter bit strings). Nothing in it is code: :func:`load_packed` builds the layers
-    from the description.
+    With ``bits=4`` each layer's weight is stored as shared values: a 16-value codebook in float16 and one
+    4-bit code per weight, two per byte (:func:`pack_nibbles`), and with ``per_row`` a float16 factor per
+    output row. A layer already made of shared values (:func:`share_weights`, fine-tuned or not) is written
+    as it is; any other is clustered here (:func:`kmeans_codebook`). Biases stay float32. With ``bits=None``
+    every tensor is kept in float32 (a plain, exact copy). The file is a short header (the format, a JSON
+    description of the layers and of each stored tensor) and the bytes of the tensors; with ``entropy`` it
+    is compressed by LZMA, the stage Deep Compression fills with Huffman coding (codes that occur often get
+    shorter bit strings). Nothing in it is code: :func:`load_packed` builds the layers from the description.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"save_packed expects an nn.Sequential model, got {type(model).__name__}")
-    if bits not in (4, None):
+    if bits not in (4, None) or isinstance(bits, bool):
         raise ValueError(f"bits must be 4 (codebooks) or None (float32), got {bits!r}")
     layers = _layers(model) if isinstance(model, nn.Sequential) else [model]
     specs, tensors, chunks = [_spec(layer) for layer in layers], [], []
     for i, layer in enumerate(layers):
-        for name, tensor in layer.named_parameters():
-            tensor = tensor.detach().cpu().float()
+        for name in ("weight", "bias"):
+            if getattr(layer, name, None) is None:
+                continue
+            entry = {"layer": i, "name": name, "shape": list(getattr(layer, name).shape)}
             if bits == 4 and name == "weight":
-                codebook, codes = kmeans_codebook(tensor, 4)
-                data = codebook.half().numpy().tobytes() + pack_nibbles(codes).numpy().tobytes()
-                tensors.append({"layer": i, "name": name, "kind": "kmeans4", "shape": list(tensor.shape),
-                                "bytes": len(data)})
+                sharing = _sharing(layer)
+                codebook, codes, scale = ((sharing.codebook, sharing.codes, sharing.scale) if sharing is not None
+                                          else _shared(layer.weight, bits, per_row))
+                data = codebook.detach().cpu().half().numpy().tobytes()
+                if scale is not None:
+                    data += scale.detach().cpu().half().numpy().tobytes()
+                data += pack_nibbles(codes.cpu()).numpy().tobytes()
+                entry.update(kind="kmeans4", row_scales=scale is not None)
             else:
-                data = tensor.numpy().astype("<f4").tobytes()
-                tensors.append({"layer": i, "name": name, "kind": "float32", "shape": list(tensor.shape),
-                                "bytes": len(data)})
+                data = getattr(layer, name).detach().cpu().float().numpy().astype("<f4").tobytes()
+                entry.update(kind="float32")
+            tensors.append({**entry, "bytes": len(data)})
             chunks.append(data)
     header = json.dumps({"layers": specs, "tensors": tensors}, separators=(",", ":")).encode()
     body = struct.pack("<I", len(header)) + header + b"".join(chunks)
@@ -671,8 +740,9 @@ def save_packed(model, path, *, bits=4, entropy=True):
 
 
 def load_packed(path):
-    """The ``nn.Sequential`` written by :func:`save_packed`, codes unpacked and looked up in their codebooks
-    (float32 weights again), in eval mode. Raises ValueError for a file of another format."""
+    """The ``nn.Sequential`` written by :func:`save_packed`, codes unpacked and looked up in their codebooks,
+    times their rows' factors (float32 weights again), in eval mode. Raises ValueError for a file of another
+    format."""
     blob = Path(path).read_bytes()
     if not blob.startswith(MAGIC) or blob[len(MAGIC):len(MAGIC) + 1] not in (b"X", b"-"):
         raise ValueError(f"{Path(path).name} is not a file written by save_packed")
@@ -685,14 +755,18 @@ def load_packed(path):
         for entry in header["tensors"]:
             data = body[offset:offset + entry["bytes"]]
             offset += entry["bytes"]
-            count = int(np.prod(entry["shape"]))
+            shape = entry["shape"]
             if entry["kind"] == "kmeans4":
-                codebook = torch.from_numpy(np.frombuffer(data[:32], "<f2").astype(np.float32))
-                codes = unpack_nibbles(torch.from_numpy(np.frombuffer(data[32:], np.uint8).copy()), count)
-                value = codebook[codes.long()]
+                halves = np.frombuffer(data, "<f2", count=16 + (shape[0] if entry.get("row_scales") else 0))
+                halves = torch.from_numpy(halves.astype(np.float32))
+                codes = unpack_nibbles(torch.from_numpy(np.frombuffer(data[2 * len(halves):], np.uint8).copy()),
+                                       int(np.prod(shape)))
+                value = halves[:16][codes.long()].reshape(shape)
+                if entry.get("row_scales"):
+                    value = value * halves[16:].view(-1, *[1] * (len(shape) - 1))
             else:
-                value = torch.from_numpy(np.frombuffer(data, "<f4").copy())
-            getattr(model[entry["layer"]], entry["name"]).copy_(value.reshape(entry["shape"]))
+                value = torch.from_numpy(np.frombuffer(data, "<f4").copy()).reshape(shape)
+            getattr(model[entry["layer"]], entry["name"]).copy_(value)
     return model.eval()
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import deploy, pipeline, small_vgg
+from helpers import deploy, fit, pipeline, small_vgg
 from helpers.compress import freeze, fuse_bn, quantize
 
 DATA = torch.utils.data.TensorDataset(torch.randn(96, 1, 28, 28, generator=torch.Generator().manual_seed(0)),
@@ -152,6 +152,35 @@ def test_packed_file_reloads(net, tmp_path):
     (tmp_path / "other.cmpk").write_bytes(b"not a packed file")
     with pytest.raises(ValueError, match="not a file written by save_packed"):
         deploy.load_packed(tmp_path / "other.cmpk")
+
+
+def test_shared_weights_are_what_the_file_holds_and_they_train(net, tmp_path):
+    shared = deploy.share_weights(net)
+    layer = next(m for m in shared.modules() if isinstance(m, nn.Conv2d))
+    sharing = layer.parametrizations.weight[0]
+    assert torch.equal(layer.weight, sharing.codebook[sharing.codes.long()] * sharing.scale.view(-1, 1, 1, 1))
+    path = tmp_path / "shared.cmpk"
+    deploy.save_packed(shared, path)
+    torch.testing.assert_close(deploy.load_packed(path)(X), shared(X))  # float16 values: written exactly
+    # a row factor each: closer to the weights than one codebook for the layer
+    one = deploy.share_weights(net, per_row=False)
+    def error(model):
+        layers = lambda m: [layer for layer in m.modules() if isinstance(layer, (nn.Conv2d, nn.Linear))]  # noqa: E731
+        return sum((a.weight - b.weight).pow(2).sum() for a, b in zip(layers(model), layers(net)))
+    assert error(shared) < error(one)
+    # training moves the shared values and the row factors, never the codes; the net it came from is unchanged
+    before = {n: t.detach().clone() for n, t in net.state_dict().items()}
+    codes, values, factors = sharing.codes.clone(), sharing.codebook.detach().clone(), sharing.scale.detach().clone()
+    fit(shared, DATA, epochs=1, lr=1e-2, progress=False)
+    assert torch.equal(sharing.codes, codes)
+    assert not torch.equal(sharing.codebook, values) and not torch.equal(sharing.scale, factors)
+    assert all(torch.equal(before[n], t) for n, t in net.state_dict().items())
+    deploy.save_packed(shared, path)
+    torch.testing.assert_close(deploy.load_packed(path)(X), shared(X), atol=1e-2, rtol=1e-2)  # trained values rounded to float16
+    with pytest.raises(ValueError, match="bits"):
+        deploy.share_weights(net, bits=3)
+    with pytest.raises(TypeError):
+        deploy.share_weights("net")
 
 
 def test_make_bench_records_the_deployed_forms(tmp_path, monkeypatch):
