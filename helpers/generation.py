@@ -8,7 +8,8 @@
   (:func:`quantize_kv`: one scale per head and per position) ; :class:`Int8KV` wraps a GPT so that
   :func:`helpers.lm.bits_per_byte` measures it.
 * :func:`input_norms`, :func:`wanda_scores`, :func:`row_mask`, :func:`two_four_mask`, :func:`pruned`:
-  magnitude and Wanda pruning, unstructured per output row or 2:4 semi-structured.
+  magnitude and Wanda pruning, unstructured per output row or 2:4 semi-structured; :func:`fine_tuned`: a short
+  training after pruning with the masks held.
 * :func:`accept_greedy` and :func:`speculative`: greedy speculative decoding with a draft model;
   :func:`draft_gpt`: the draft, distilled from the notebook-12 GPT and cached like ``lm.trained_gpt``.
 """
@@ -231,6 +232,29 @@ def pruned(model, masks):
     return copy_
 
 
+TUNE_FULL = Recipe(steps=150, batch_size=16, lr=3e-4, warmup=15)  # the short fine-tune after pruning
+TUNE_FAST = Recipe(steps=20, batch_size=4, lr=3e-4, warmup=5)
+
+
+def fine_tuned(model, masks, text, recipe=None, *, seed=0, progress=False):
+    """A copy of ``model`` pruned by ``masks`` (``{name: bool mask}`` of Linear weights) and trained a little
+    further with the masks held: ``torch.nn.utils.prune.custom_from_mask`` makes each weight ``weight_orig *
+    mask``, so a pruned weight gets no gradient and stays 0 (2:4 stays 2:4); the masks are then made permanent
+    (``prune.remove``). ``recipe`` defaults to :data:`TUNE_FAST` or :data:`TUNE_FULL`; ``text`` is training text
+    (``lm.corpus().train``), never the held-out files. ``model`` is left unchanged."""
+    from torch.nn.utils import prune
+
+    from .lm import train_gpt
+
+    net = pruned(model, masks)  # checks the shapes
+    for name, mask in masks.items():
+        prune.custom_from_mask(net.get_submodule(name), "weight", mask)
+    train_gpt(net, text, recipe or (TUNE_FAST if FAST else TUNE_FULL), seed=seed, progress=progress)
+    for name in masks:
+        prune.remove(net.get_submodule(name), "weight")
+    return net
+
+
 # ---------------------------------------------------------------- speculative decoding
 
 def accept_greedy(proposed, verified):
@@ -307,7 +331,9 @@ def speculative(target, draft, prompt, n, k):
 
 # ---------------------------------------------------------------- the draft model
 
-DRAFT_CONFIG = GPTConfig(context=256, width=128, layers=2, heads=4)
+# One block: at this size a pass costs about the same per operation whatever the width, so depth sets the
+# draft's price (notebook 13 measures a draft pass against a target pass).
+DRAFT_CONFIG = GPTConfig(context=256, width=128, layers=1, heads=4)
 DRAFT_FULL = Recipe(steps=1000, batch_size=16)
 DRAFT_FAST = Recipe(steps=60, batch_size=4, warmup=10)
 
@@ -350,7 +376,7 @@ def distill_gpt(student, teacher, text, recipe, *, seed=0, progress=True):
 
 
 def draft_gpt(teacher, recipe=None):
-    """The draft of notebook 13: :data:`DRAFT_CONFIG` (2 blocks of width 128) distilled from ``teacher`` (the
+    """The draft of notebook 13: :data:`DRAFT_CONFIG` (1 block of width 128) distilled from ``teacher`` (the
     notebook-12 GPT) on the training text; trained once, then loaded from ``data/models/`` (fast and full mode
     keep separate files, written atomically: :func:`helpers.cached_model`)."""
     from .train import cached_model

@@ -52,3 +52,18 @@ def test_the_bonus_byte_is_checked(capsys):
     check("13.3", no_bonus)
     out = capsys.readouterr().out
     assert out.startswith("❌ case 1 of"), out
+
+
+def test_the_challenge_races_the_draft_against_greedy_and_checks_the_text(monkeypatch, tmp_path):
+    from helpers import lm
+    from helpers.exercises.challenges import challenge
+
+    torch.manual_seed(0)
+    target = lm.GPT(lm.GPTConfig(context=256, width=32, layers=2, heads=4)).eval()
+    monkeypatch.setattr(lm, "trained_gpt", lambda: target)
+    figures = challenge("13", (target, 3), note="test: the target as its own draft", path=tmp_path / "record.json")
+    assert figures["same text as plain greedy"] == 1.0 and figures["acceptance"] == 1.0
+    assert figures["speed-up vs greedy with the KV cache"] > 0 and (tmp_path / "record.json").exists()
+    for bad in (target, (target, 2.5), (target, True), ("draft", 3)):
+        with pytest.raises(TypeError, match=r"\(draft, k\)"):
+            challenge("13", bad, path=tmp_path / "record.json")

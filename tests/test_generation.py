@@ -123,6 +123,23 @@ def test_input_norms_and_pruned(target):
     assert (target.blocks[0].mlp.fc1.weight != 0).all(), "the original is left alone"
 
 
+def test_fine_tuning_after_pruning_keeps_the_mask_and_lowers_the_loss(target):
+    text = torch.randint(0, 8, (4000,), generator=torch.Generator().manual_seed(5)).to(torch.uint8)  # easy text
+    windows = lm.random_windows(text, 8, 33, torch.Generator().manual_seed(6))
+    masks = {n: g.two_four_mask(m.weight.detach().abs()) for n, m in target.named_modules()
+             if isinstance(m, torch.nn.Linear)}
+    before = lm.bits_per_byte(g.pruned(target, masks), windows)
+    tuned = g.fine_tuned(target, masks, text, lm.Recipe(steps=30, batch_size=4, lr=3e-3, warmup=3))
+    assert lm.bits_per_byte(tuned, windows) < before
+    for name, mask in masks.items():
+        layer = tuned.get_submodule(name)
+        assert not hasattr(layer, "weight_orig"), "the masks are made permanent"
+        assert ((layer.weight != 0) <= mask).all(), f"{name}: a pruned weight came back"
+    assert (target.blocks[0].mlp.fc1.weight != 0).all(), "the original is left alone"
+    with pytest.raises(ValueError, match="mask"):
+        g.fine_tuned(target, {"blocks.0.mlp.fc1": torch.ones(3, 3, dtype=torch.bool)}, text)
+
+
 def test_bad_arguments_are_refused(target, draft):
     for k in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="k \\(the draft's guesses"):

@@ -1,9 +1,11 @@
 """Notebook 13 (fast generation): attention over a key-value cache, the 2:4 mask and the accept rule of greedy
-speculative decoding."""
+speculative decoding; and the challenge: speculative decoding at least 1.3x faster than plain greedy decoding,
+with the same text."""
 import torch
 
 from .. import generation
 from . import Case, exercise
+from .challenges import define
 
 
 def _gen(seed):
@@ -67,3 +69,35 @@ def _accept_cases():
             Case("a guess after a mismatch does not count, even when it agrees", (_t(1, 8, 3, 4), _t(1, 2, 3, 4, 5))),
             Case("no guesses (k = 0): one byte, the target's", (_t(), _t(6))),
             Case("4 guesses need 5 verified choices, not 4", (_t(1, 2, 3, 4), _t(1, 2, 3, 4)), raises=ValueError)]
+
+
+# ---------------------------------------------------------------- the challenge
+
+PROMPT = b"    def forward(self, input: Tensor) -> Tensor:\n"  # notebook 13's prompt
+
+
+def _measure(entry):
+    from .. import lm
+    from ..env import FAST
+    from ..measure import time_models
+
+    if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], torch.nn.Module)
+            and isinstance(entry[1], int) and not isinstance(entry[1], bool)):
+        raise TypeError("challenge 13 takes (draft, k): your draft GPT and its guesses per round, a whole number, "
+                        "e.g. challenge('13', (draft, 4))")
+    draft, k = entry
+    target, n = lm.trained_gpt(), 64 if FAST else 200
+    text, stats = generation.speculative(target, draft, PROMPT, n, k)
+    race = time_models({"greedy, KV cache": lambda _: generation.greedy(target, PROMPT, n),
+                        "speculative": lambda _: generation.speculative(target, draft, PROMPT, n, k)},
+                       torch.zeros(1), threads=1, repeat=5 if FAST else 15, warmup=1)
+    return {"same text as plain greedy": float(text == generation.greedy(target, PROMPT, n)),
+            "speed-up vs greedy with the KV cache": float(race.loc["speculative", "speedup"]),
+            "acceptance": stats["accepted"] / max(stats["proposed"], 1),
+            "draft parameters": sum(p.numel() for p in draft.parameters())}
+
+
+define("13", "speculative decoding at least 1.3x faster than greedy decoding with the KV cache (one thread), "
+       "writing exactly the same bytes", _measure,
+       targets={"same text as plain greedy": (">=", 1.0), "speed-up vs greedy with the KV cache": (">=", 1.3)},
+       score="speed-up vs greedy with the KV cache")
