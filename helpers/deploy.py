@@ -566,7 +566,7 @@ def _shared(w, bits, per_row):
     """``(codebook, codes, scale)`` for the weight ``w``: with ``per_row``, each output row divided first by
     its largest ``|w|`` (kept as ``scale``, rounded to float16 as it is stored; 1 for a row of zeros), so that
     a row of small weights gets values of its own; ``scale`` is None otherwise. The codebook is rounded to
-    float16 too, so a model built from these values is exactly the one the file holds."""
+    float16 too, so a model built from these values (before any training) is exactly the one the file holds."""
     w = w.detach().float()
     scale = None
     if per_row:
