@@ -88,7 +88,7 @@ def challenge(key, model, *, note="", path=None):
     best = entry["best"]  # the best attempt that met every target, or None
     if passed and (best is None or (attempt[ch.score] > best[ch.score]) == ch.higher_is_better):
         entry["best"] = attempt
-        print(f"  🏆 your best so far ({ch.score} {attempt[ch.score]:.4g}); recorded in data/results/challenges.json")
+        print(f"  🏆 your best so far ({ch.score} {attempt[ch.score]:.4g}); recorded in {path}")
     print(f"  attempts so far: {len(entry['attempts'])}, of which {sum(a['passed'] for a in entry['attempts'])} met every target")
     with atomic_file(path, "w") as file:
         json.dump(record, file, indent=1)
