@@ -239,7 +239,8 @@ TUNE_FAST = Recipe(steps=20, batch_size=4, lr=3e-4, warmup=5)
 def fine_tuned(model, masks, text, recipe=None, *, seed=0, progress=False):
     """A copy of ``model`` pruned by ``masks`` (``{name: bool mask}`` of Linear weights) and trained a little
     further with the masks held: ``torch.nn.utils.prune.custom_from_mask`` makes each weight ``weight_orig *
-    mask``, so a pruned weight gets no gradient and stays 0 (2:4 stays 2:4); the masks are then made permanent
+    mask``, so the pruned entries of ``weight_orig`` get a zero gradient and the weight the layer uses stays 0
+    there whatever the optimizer does (2:4 stays 2:4); the masks are then made permanent
     (``prune.remove``). ``recipe`` defaults to :data:`TUNE_FAST` or :data:`TUNE_FULL`; ``text`` is training text
     (``lm.corpus().train``), never the held-out files. ``model`` is left unchanged."""
     from torch.nn.utils import prune
