@@ -562,27 +562,34 @@ def kmeans_codebook(w, bits=4, iterations=30):
     return codebook, codes.to(torch.uint8).reshape(w.shape)
 
 
-def _shared(w, bits, per_row):
-    """``(codebook, codes, scale)`` for the weight ``w``: with ``per_row``, each output row divided first by
-    its largest ``|w|`` (kept as ``scale``, rounded to float16 as it is stored; 1 for a row of zeros), so that
-    a row of small weights gets values of its own; ``scale`` is None otherwise. The codebook is rounded to
-    float16 too, so a model built from these values (before any training) is exactly the one the file holds."""
+def _by_row(factors, dims):
+    """Per-row ``factors`` shaped to multiply a weight of ``dims`` dimensions row by row."""
+    return factors.view(-1, *[1] * (dims - 1))
+
+
+def _shared(w, per_row):
+    """``(codebook, codes, scale)`` of 4-bit shared values for the weight ``w``: with ``per_row``, each output
+    row divided first by its largest ``|w|`` (kept as ``scale``, rounded to float16 as it is stored; 1 for a row
+    of zeros), so that a row of small weights gets values of its own; ``scale`` is None otherwise. The codebook
+    is rounded to float16 too, so a model built from these values (before any training) is exactly the one the
+    file holds."""
     w = w.detach().float()
     scale = None
     if per_row:
         scale = w.flatten(1).abs().amax(1).half().float()
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-        w = w / scale.view(-1, *[1] * (w.dim() - 1))
-    codebook, codes = kmeans_codebook(w, bits)
+        w = w / _by_row(scale, w.dim())
+    codebook, codes = kmeans_codebook(w, 4)
     return codebook.half().float(), codes, scale
 
 
 class SharedValues(nn.Module):
     """Weight sharing as a parametrization (``torch.nn.utils.parametrize``): the layer's weight becomes
-    ``scale[row] * codebook[codes]``, a fixed code per weight looking up one of ``2**bits`` shared values,
+    ``scale[row] * codebook[codes]``, a fixed code per weight looking up one of the codebook's shared values,
     each output row times a factor of its own (or no factor when ``scale`` is None). The codebook and the
-    scales are parameters, so ordinary training trains them: Deep Compression's trained quantization, where
-    a shared value's gradient is the sum of the gradients of the weights that use it. The codes never change.
+    scales are parameters, so ordinary training trains them: Deep Compression's trained quantization, where a
+    shared value's gradient is the sum of the gradients of the weights that use it (here each times its row's
+    factor, as autograd computes it). The codes never change.
     """
 
     def __init__(self, codebook, codes, scale=None):
@@ -593,7 +600,7 @@ class SharedValues(nn.Module):
 
     def forward(self, weight):  # the layer's own weight is not used: the shared values replace it
         shared = self.codebook[self.codes.long()]
-        return shared if self.scale is None else shared * self.scale.view(-1, *[1] * (shared.dim() - 1))
+        return shared if self.scale is None else shared * _by_row(self.scale, shared.dim())
 
 
 def _sharing(layer):
@@ -604,20 +611,18 @@ def _sharing(layer):
     return None
 
 
-def share_weights(model, *, bits=4, per_row=True):
-    """A copy of ``model`` in which the weight of every ``Conv2d`` and ``Linear`` is made of shared values
+def share_weights(model, *, per_row=True):
+    """A copy of ``model`` in which the weight of every ``Conv2d`` and ``Linear`` is made of 16 shared values
     (:class:`SharedValues`, by :func:`kmeans_codebook`; with ``per_row``, over each weight divided by its
     row's largest ``|w|``). Fine-tune the copy (``fit`` or ``compress.distill``; the shared values, row
     scales and biases train, the codes stay) and :func:`save_packed` writes it as it is. ``model`` is left
     unchanged."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"share_weights expects an nn.Module, got {type(model).__name__}")
-    if isinstance(bits, bool) or bits != 4:
-        raise ValueError(f"bits must be 4 (two codes per byte in the file), got {bits!r}")
     shared = copy.deepcopy(model)
     for layer in shared.modules():
         if isinstance(layer, (nn.Conv2d, nn.Linear)) and _sharing(layer) is None:
-            parametrize.register_parametrization(layer, "weight", SharedValues(*_shared(layer.weight, bits, per_row)))
+            parametrize.register_parametrization(layer, "weight", SharedValues(*_shared(layer.weight, per_row)))
     return shared
 
 
@@ -720,7 +725,7 @@ def save_packed(model, path, *, bits=4, per_row=True, entropy=True):
             if bits == 4 and name == "weight":
                 sharing = _sharing(layer)
                 codebook, codes, scale = ((sharing.codebook, sharing.codes, sharing.scale) if sharing is not None
-                                          else _shared(layer.weight, bits, per_row))
+                                          else _shared(layer.weight, per_row))
                 data = codebook.detach().cpu().half().numpy().tobytes()
                 if scale is not None:
                     data += scale.detach().cpu().half().numpy().tobytes()
@@ -763,7 +768,7 @@ def load_packed(path):
                                        int(np.prod(shape)))
                 value = halves[:16][codes.long()].reshape(shape)
                 if entry.get("row_scales"):
-                    value = value * halves[16:].view(-1, *[1] * (len(shape) - 1))
+                    value = value * _by_row(halves[16:], len(shape))
             else:
                 value = torch.from_numpy(np.frombuffer(data, "<f4").copy()).reshape(shape)
             getattr(model[entry["layer"]], entry["name"]).copy_(value)
